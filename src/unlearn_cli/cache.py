@@ -1,0 +1,47 @@
+"""A content-keyed cache of tensors and model weights, so repeated runs skip fixed costs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def cache_key(*parts: object) -> str:
+    """A stable hash of JSON-serialisable parts (paths and enums are turned into strings)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    """Cheap identity of a set of files: path, size and modification time of each."""
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    return cache_key(stats)
+
+
+def cached(folder: Path, key: str, compute: Callable[[], T]) -> T:
+    """Load ``folder/key.pt`` if present, else compute it and store it atomically."""
+    path = folder / f"{key}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=False)
+        except (OSError, RuntimeError, EOFError):
+            path.unlink(missing_ok=True)
+    value = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(value, temporary)
+        os.replace(temporary, path)
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)
+    return value

@@ -1,0 +1,90 @@
+"""Run settings, validated once. Budgets are in 8-bit pixel levels, as users think of them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+
+from .engine.models import MODELS
+from .engine.minmin import NoiseForm
+from .errors import SetupError
+
+
+class ClassLayout(StrEnum):
+    """auto: a folder of images is one class, a folder of subfolders one class per subfolder.
+    one: every input photo belongs to a single class."""
+
+    AUTO = "auto"
+    ONE = "one"
+
+
+class Embedder(StrEnum):
+    """Which model embeds images for class matching."""
+
+    AUTO = "auto"  # the pretrained face model when its weights are cached, else the surrogate
+    FACE = "face"  # facenet-pytorch InceptionResnetV1 (VGGFace2); downloads its weights
+    SURROGATE = "surrogate"  # the surrogate model's own features after a warm-up
+
+
+@dataclass(frozen=True)
+class ProtectConfig:
+    """Everything that decides the noise. Defaults were chosen by measurement (see README)."""
+
+    eps: int = 8
+    mode: NoiseForm = NoiseForm.CLASS
+    resolution: int = 32
+    rounds: int = 10
+    min_rounds: int = 10
+    steps: int = 20
+    step_size: float | None = None  # levels; default eps / 10
+    train_steps: int = 10
+    stop_accuracy: float = 0.99
+    augment: bool = True
+    surrogate_model: str = "resnet_small"
+    warmup_epochs: int = 10
+    match_k: int = 10
+    match_random: int = 2
+    max_per_class: int = 100
+    embedder: Embedder = Embedder.AUTO
+    classes: ClassLayout = ClassLayout.AUTO
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 1 <= self.eps <= 255:
+            problems.append(f"--eps must be between 1 and 255 levels, got {self.eps}")
+        if not 8 <= self.resolution <= 512:
+            problems.append(f"--resolution must be between 8 and 512, got {self.resolution}")
+        if self.rounds < 1 or not 1 <= self.min_rounds:
+            problems.append("--rounds and --min-rounds must be at least 1")
+        if self.steps < 1:
+            problems.append(f"--steps must be at least 1, got {self.steps}")
+        if self.step_size is not None and not 0 < self.step_size <= self.eps:
+            problems.append(f"--step-size must be in (0, eps], got {self.step_size}")
+        if not 0 < self.stop_accuracy <= 1:
+            problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
+        if self.surrogate_model not in MODELS:
+            problems.append(
+                f"unknown surrogate model {self.surrogate_model!r}; choose one of: {', '.join(MODELS)}"
+            )
+        if self.match_k < 1 or self.match_random < 0 or self.max_per_class < 1:
+            problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if problems:
+            raise SetupError("; ".join(problems))
+
+    @property
+    def effective_min_rounds(self) -> int:
+        return min(self.min_rounds, self.rounds)
+
+    @property
+    def effective_step_size(self) -> float:
+        return self.step_size if self.step_size is not None else self.eps / 10
+
+    def as_dict(self) -> dict:
+        values = asdict(self)
+        values["step_size"] = self.effective_step_size
+        values["min_rounds"] = self.effective_min_rounds
+        return {key: str(value) if isinstance(value, StrEnum) else value for key, value in values.items()}

@@ -1,0 +1,226 @@
+"""The bi-level min-min optimisation of error-minimizing noise (Huang et al., ICLR 2021).
+
+    min_theta  E_(x,y) [ min_{|delta|_inf <= eps}  L(f_theta(x + delta), y) ]
+
+Each round trains the surrogate ``train_steps`` batches on the current noisy data, then runs
+``steps`` steps of projected gradient *descent* on the noise of every protected image (warm-started
+from the previous round), then measures the surrogate's accuracy on the protected images. The loop
+stops once that accuracy reaches ``stop_accuracy`` after at least ``min_rounds`` rounds, or after
+``max_rounds``. Only protected images carry noise; the other classes stay clean.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import AugmentSettings, random_affine
+from .training import TrainSettings, as_float, make_optimizer, shuffled_batches, train_step
+
+
+class NoiseForm(StrEnum):
+    """Sample-wise: one noise per image. Class-wise: one noise shared by a whole class."""
+
+    SAMPLE = "sample"
+    CLASS = "class"
+
+
+@dataclass(frozen=True)
+class MinMinSettings:
+    """Settings with the paper's names; ``eps`` and ``step_size`` are in [0, 1] pixel units."""
+
+    eps: float = 8 / 255
+    step_size: float = 0.8 / 255
+    steps: int = 20
+    train_steps: int = 10
+    max_rounds: int = 20
+    min_rounds: int = 3
+    stop_accuracy: float = 0.99
+    form: NoiseForm = NoiseForm.SAMPLE
+    batch_size: int = 64
+    lr: float = 0.1
+    augment: AugmentSettings | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1], got {self.eps}")
+        if self.step_size <= 0 or self.steps < 1 or self.train_steps < 0:
+            raise ValueError("step_size must be > 0, steps >= 1 and train_steps >= 0")
+        if not 1 <= self.min_rounds <= self.max_rounds:
+            raise ValueError("need 1 <= min_rounds <= max_rounds")
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What one round achieved: the surrogate's loss and accuracy on the protected images."""
+
+    round: int
+    train_loss: float
+    protected_loss: float
+    protected_accuracy: float
+    seconds: float
+
+
+@dataclass
+class MinMinResult:
+    """The optimised noise: per image (sample-wise) or per protected class (class-wise)."""
+
+    noise: torch.Tensor
+    form: NoiseForm
+    rounds: list[RoundReport] = field(default_factory=list)
+    converged: bool = False
+
+    def per_image(self, labels: torch.Tensor) -> torch.Tensor:
+        """Noise of every protected image, whatever the form."""
+        return self.noise[labels] if self.form is NoiseForm.CLASS else self.noise
+
+
+def project(noise: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clamp ``noise`` to the eps-ball and so that ``images + noise`` stays inside [0, 1]."""
+    noise = noise.clamp(-eps, eps)
+    return (images + noise).clamp(0, 1) - images
+
+
+class ErrorMinimizingNoise:
+    """Runs the min-min loop for one surrogate model; knows nothing but tensors."""
+
+    def __init__(self, model: nn.Module, settings: MinMinSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.device = next(model.parameters()).device
+
+    def __repr__(self) -> str:
+        return f"ErrorMinimizingNoise({self.settings})"
+
+    def generate(
+        self,
+        protected_images: torch.Tensor,
+        protected_labels: torch.Tensor,
+        other_images: torch.Tensor,
+        other_labels: torch.Tensor,
+        generator: torch.Generator,
+        on_round: Callable[[RoundReport], None] | None = None,
+    ) -> MinMinResult:
+        """Optimise the noise of ``protected_images``; the other images train the surrogate clean.
+
+        Labels index one shared class space. Images are NCHW in [0, 1] (float) or uint8.
+        """
+        s = self.settings
+        protected = as_float(protected_images).to(self.device)
+        protected_labels = protected_labels.to(self.device)
+        others = as_float(other_images).to(self.device)
+        other_labels = other_labels.to(self.device)
+        noise_shape = (
+            (int(protected_labels.max()) + 1, *protected.shape[1:])
+            if s.form is NoiseForm.CLASS
+            else protected.shape
+        )
+        noise = torch.zeros(noise_shape, device=self.device)
+        result = MinMinResult(noise=noise, form=s.form)
+        optimizer = make_optimizer(self.model, TrainSettings(lr=s.lr))
+        total = len(protected) + len(others)
+        batches = shuffled_batches(total, s.batch_size, generator)
+        for round_index in range(1, s.max_rounds + 1):
+            started = time.perf_counter()
+            train_loss = self._train(
+                optimizer, batches, protected, protected_labels, others, other_labels,
+                result, generator,
+            )
+            self._descend(protected, protected_labels, result, generator)
+            loss, accuracy = self._measure(protected, protected_labels, result)
+            report = RoundReport(
+                round_index, train_loss, loss, accuracy, time.perf_counter() - started
+            )
+            result.rounds.append(report)
+            if on_round is not None:
+                on_round(report)
+            if round_index >= s.min_rounds and accuracy >= s.stop_accuracy:
+                result.converged = True
+                break
+        return result
+
+    def _train(
+        self,
+        optimizer: torch.optim.Optimizer,
+        batches,
+        protected: torch.Tensor,
+        protected_labels: torch.Tensor,
+        others: torch.Tensor,
+        other_labels: torch.Tensor,
+        result: MinMinResult,
+        generator: torch.Generator,
+    ) -> float:
+        """M surrogate steps on mixed batches: noisy protected images plus clean others."""
+        losses = []
+        count = len(protected)
+        for _ in range(self.settings.train_steps):
+            index = next(batches).to(self.device)
+            is_protected = index < count
+            own = index[is_protected]
+            rest = index[~is_protected] - count
+            images = torch.cat(
+                [
+                    (protected[own] + result.per_image(protected_labels)[own]).clamp(0, 1),
+                    others[rest],
+                ]
+            )
+            labels = torch.cat([protected_labels[own], other_labels[rest]])
+            losses.append(
+                train_step(self.model, optimizer, images, labels, generator, self.settings.augment)
+            )
+        return sum(losses) / len(losses) if losses else float("nan")
+
+    def _descend(
+        self,
+        protected: torch.Tensor,
+        labels: torch.Tensor,
+        result: MinMinResult,
+        generator: torch.Generator,
+    ) -> None:
+        """``steps`` signed-gradient steps that lower the loss, projected to the eps-ball."""
+        s = self.settings
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        try:
+            for _ in range(s.steps):
+                updates = []
+                for start in range(0, len(protected), 256):
+                    images = protected[start : start + 256]
+                    targets = labels[start : start + 256]
+                    noise = result.per_image(labels)[start : start + 256].clone().requires_grad_()
+                    inputs = (images + noise).clamp(0, 1)
+                    if s.augment is not None:
+                        inputs = random_affine(inputs, generator, s.augment)
+                    loss = F.cross_entropy(self.model(inputs), targets, reduction="sum")
+                    (gradient,) = torch.autograd.grad(loss, noise)
+                    updates.append(-s.step_size * gradient.sign())
+                step = torch.cat(updates)
+                if s.form is NoiseForm.CLASS:
+                    sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
+                    counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
+                    result.noise = (result.noise + sums / counts.view(-1, 1, 1, 1)).clamp(
+                        -s.eps, s.eps
+                    )
+                else:
+                    result.noise = project(result.noise + step, protected, s.eps)
+        finally:
+            for parameter in self.model.parameters():
+                parameter.requires_grad_(True)
+
+    @torch.no_grad()
+    def _measure(
+        self, protected: torch.Tensor, labels: torch.Tensor, result: MinMinResult
+    ) -> tuple[float, float]:
+        """The surrogate's loss and accuracy on the noisy protected images (no augmentation)."""
+        self.model.eval()
+        noisy = (protected + result.per_image(labels)).clamp(0, 1)
+        logits = torch.cat([self.model(chunk) for chunk in noisy.split(256)])
+        loss = float(F.cross_entropy(logits, labels))
+        return loss, float((logits.argmax(1) == labels).float().mean())

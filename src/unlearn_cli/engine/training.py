@@ -1,0 +1,130 @@
+"""Training and evaluation steps shared by the min-min loop, warm-ups and attackers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import AugmentSettings, random_affine
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Plain SGD as in the paper (lr 0.1, momentum 0.9, weight decay 5e-4), cosine-annealed."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: AugmentSettings | None = AugmentSettings()
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+
+
+def shuffled_batches(
+    count: int, batch_size: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Endless stream of index batches, reshuffled every epoch; the last short batch is kept."""
+    while True:
+        order = torch.randperm(count, generator=generator)
+        yield from order.split(batch_size)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    augment: AugmentSettings | None,
+) -> float:
+    """One SGD step on one batch; returns the batch loss."""
+    model.train()
+    if augment is not None:
+        images = random_affine(images, generator, augment)
+    loss = F.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train ``model`` for ``settings.epochs`` epochs; returns the mean loss of each epoch.
+
+    ``images`` may live on the CPU (uint8 or float); batches are moved to the model's device.
+    """
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, settings)
+    steps_per_epoch = max(1, -(-len(images) // settings.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=settings.epochs * steps_per_epoch
+    )
+    batches = shuffled_batches(len(images), settings.batch_size, generator)
+    losses = []
+    for epoch in range(settings.epochs):
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            index = next(batches)
+            batch = as_float(images[index]).to(device)
+            total += train_step(
+                model, optimizer, batch, labels[index].to(device), generator, settings.augment
+            )
+            schedule.step()
+        losses.append(total / steps_per_epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    return losses
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] become float in [0, 1]; float images pass through."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255)
+    return images
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Predicted class of every image (eval mode, batched)."""
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = [
+        model(as_float(chunk).to(device)).argmax(1).cpu() for chunk in images.split(batch_size)
+    ]
+    return torch.cat(outputs) if outputs else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    if len(images) == 0:
+        return float("nan")
+    return float((predict(model, images) == labels.cpu()).float().mean())
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Penultimate features of every image, for class matching."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat(
+        [model.features(as_float(chunk).to(device)).float().cpu() for chunk in images.split(batch_size)]
+    )

@@ -1,0 +1,205 @@
+"""Surrogate datasets: local class folders, named downloads with an integrity-checked cache.
+
+A surrogate supplies the classes that the user's photos must be told apart from. Every surrogate
+ends up as a folder laid out as ``<class>/<image>``; named ones are downloaded once, checked
+against a published MD5, unpacked into the cache and marked complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import SetupError, SurrogateUnavailableError
+from .images import find_images, sha256_file
+
+DEFAULT_SURROGATE = "lfw"
+
+
+@dataclass(frozen=True)
+class NamedSurrogate:
+    """A downloadable dataset: where it lives, how to check it, how to lay it out as folders."""
+
+    name: str
+    description: str
+    url: str
+    md5: str
+    layout: str  # "folders": the archive holds <root>/<class>/<image>; "cifar": python pickles
+    archive_root: str
+    min_per_class: int = 1
+    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) applied on load
+    kind: str = "faces"
+
+    @property
+    def archive_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+NAMED_SURROGATES: dict[str, NamedSurrogate] = {
+    spec.name: spec
+    for spec in (
+        NamedSurrogate(
+            name="lfw",
+            description="Labeled Faces in the Wild (deep-funneled), people with 20+ photos",
+            url="http://vis-www.cs.umass.edu/lfw/lfw-deepfunneled.tgz",
+            md5="68331da3eb755a505a502b5aacb3c201",
+            layout="folders",
+            archive_root="lfw-deepfunneled",
+            min_per_class=20,
+            crop=(61, 61, 189, 189),
+        ),
+        NamedSurrogate(
+            name="cifar10",
+            description="CIFAR-10 training set (general images, 10 classes)",
+            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            md5="c58f30108f718f92721af3b95e74349a",
+            layout="cifar",
+            archive_root="cifar-10-batches-py",
+            kind="general",
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """``$UNLEARN_CACHE_DIR``, else ``$XDG_CACHE_HOME/unlearn``, else ``~/.cache/unlearn``."""
+    if explicit := os.environ.get("UNLEARN_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "unlearn"
+
+
+@dataclass(frozen=True)
+class SurrogateClass:
+    name: str
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A surrogate dataset after exclusion of the protected classes."""
+
+    source: str  # the name of a named surrogate, or "folder"
+    root: Path
+    kind: str
+    classes: tuple[SurrogateClass, ...]
+    excluded: tuple[tuple[str, str], ...] = ()  # (class name, reason)
+    crop: tuple[int, int, int, int] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def resolve_surrogate(choice: str | None, cache: Path | None = None) -> tuple[Path, NamedSurrogate | None]:
+    """Turn ``--surrogate`` (a name or a folder; default ``$UNLEARN_SURROGATE`` or lfw) into a
+    local folder of class subfolders, downloading a named surrogate on first use."""
+    choice = choice or os.environ.get("UNLEARN_SURROGATE") or DEFAULT_SURROGATE
+    if choice in NAMED_SURROGATES:
+        spec = NAMED_SURROGATES[choice]
+        return ensure_downloaded(spec, cache or cache_dir()), spec
+    folder = Path(choice).expanduser()
+    if folder.is_dir():
+        return folder, None
+    raise SetupError(
+        f"surrogate {choice!r} is neither a folder nor a known name "
+        f"({', '.join(NAMED_SURROGATES)}); pass --surrogate DIR with a <class>/<image> folder"
+    )
+
+
+def ensure_downloaded(spec: NamedSurrogate, cache: Path) -> Path:
+    """The unpacked class folder of ``spec``, downloading and checking it if not cached yet."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    home = cache / "surrogates" / spec.name
+    classes_root = home / "classes"
+    marker = home / "complete.json"
+    if marker.exists() and json.loads(marker.read_text()).get("md5") == spec.md5:
+        return classes_root
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        download_and_extract_archive(
+            spec.url, download_root=home, extract_root=home / "unpacked",
+            filename=spec.archive_name, md5=spec.md5,
+        )
+    except (urllib.error.URLError, OSError) as error:
+        raise SurrogateUnavailableError(
+            f"cannot download surrogate {spec.name!r} from {spec.url} and it is not cached in "
+            f"{home} ({error}); offline, pass --surrogate DIR with a local <class>/<image> folder"
+        ) from error
+    except RuntimeError as error:  # torchvision's integrity check
+        (home / spec.archive_name).unlink(missing_ok=True)
+        raise SurrogateUnavailableError(
+            f"surrogate {spec.name!r} downloaded from {spec.url} failed its integrity check "
+            f"({error}); try again, or pass --surrogate DIR"
+        ) from error
+    shutil.rmtree(classes_root, ignore_errors=True)
+    if spec.layout == "cifar":
+        _unpack_cifar(home / "unpacked" / spec.archive_root, classes_root)
+    else:
+        (home / "unpacked" / spec.archive_root).rename(classes_root)
+    shutil.rmtree(home / "unpacked", ignore_errors=True)
+    (home / spec.archive_name).unlink(missing_ok=True)
+    marker.write_text(json.dumps({"md5": spec.md5, "url": spec.url}))
+    return classes_root
+
+
+def _unpack_cifar(batches: Path, classes_root: Path, per_class: int = 1000) -> None:
+    """Write the first ``per_class`` training images of each CIFAR class as PNG folders."""
+    with open(batches / "batches.meta", "rb") as handle:
+        names = [n.decode() for n in pickle.load(handle, encoding="bytes")[b"label_names"]]
+    counts = dict.fromkeys(range(len(names)), 0)
+    for batch in sorted(batches.glob("data_batch_*")):
+        with open(batch, "rb") as handle:
+            content = pickle.load(handle, encoding="bytes")
+        pixels = np.asarray(content[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        for index, (image, label) in enumerate(zip(pixels, content[b"labels"], strict=True)):
+            if counts[label] >= per_class:
+                continue
+            counts[label] += 1
+            target = classes_root / names[label] / f"{batch.name}_{index:05d}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(target)
+
+
+def load_surrogate(
+    root: Path,
+    spec: NamedSurrogate | None,
+    protected_names: set[str],
+    protected_hashes: set[str],
+    exclude: set[str] = frozenset(),
+) -> Surrogate:
+    """List the classes of a ``<class>/<image>`` folder, leaving out every class that shares a
+    name (case-insensitive) or a file (by sha256) with a protected class, or that is named in
+    ``exclude``."""
+    lowered = {name.lower() for name in protected_names}
+    excluded_by_flag = {name.lower() for name in exclude}
+    min_per_class = spec.min_per_class if spec else 1
+    classes, excluded = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        paths = tuple(find_images(folder))
+        if len(paths) < min_per_class:
+            continue
+        if folder.name.lower() in lowered:
+            excluded.append((folder.name, "same name as a protected class"))
+        elif folder.name.lower() in excluded_by_flag:
+            excluded.append((folder.name, "excluded by --exclude-class"))
+        elif protected_hashes and any(sha256_file(p) in protected_hashes for p in paths):
+            excluded.append((folder.name, "shares files with a protected class"))
+        else:
+            classes.append(SurrogateClass(folder.name, paths))
+    if not classes:
+        raise SetupError(f"surrogate {root} has no usable <class>/<image> folders")
+    return Surrogate(
+        source=spec.name if spec else "folder",
+        root=root,
+        kind=spec.kind if spec else "unknown",
+        classes=tuple(classes),
+        excluded=tuple(excluded),
+        crop=spec.crop if spec else None,
+    )
