@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
@@ -70,8 +70,11 @@ def load_photo(path: Path) -> Photo:
         with Image.open(path) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError as error:
+        raise ImageError(path, "cannot decode image (not a recognised image format)") from error
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ImageError(path, f"cannot decode image ({error})") from error
+        detail = str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+        raise ImageError(path, f"cannot decode image ({detail or type(error).__name__})") from error
     alpha = None
     if upright.mode in ("RGBA", "LA", "PA") or (
         upright.mode == "P" and "transparency" in upright.info

@@ -75,7 +75,9 @@ def collect_inputs(
     for path in files:
         if not is_image_path(path):
             raise SetupError(f"{path}: not an image file (known extensions: jpg, png, ...)")
-        entries.append((path.resolve(), path.resolve().parent.name))
+    if files:  # files given one by one are one class, named after their common folder
+        shared = Path(os.path.commonpath([str(p.resolve().parent) for p in files]))
+        entries += [(path.resolve(), shared.name or "photos") for path in files]
     if layout is ClassLayout.ONE and entries:
         single = folders[0].name if folders else entries[0][1]
         entries = [(path, single) for path, _ in entries]

@@ -16,7 +16,7 @@ from rich.table import Table
 def consoles() -> tuple[Console, Console]:
     """stdout for results, stderr for progress and messages; NO_COLOR is honoured by Rich."""
     no_color = bool(os.environ.get("NO_COLOR"))
-    return Console(no_color=no_color), Console(stderr=True, no_color=no_color)
+    return Console(no_color=no_color), Console(stderr=True, no_color=no_color, soft_wrap=True)
 
 
 class ProgressView(AbstractContextManager):

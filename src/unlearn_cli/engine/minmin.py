@@ -87,6 +87,18 @@ def project(noise: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tens
     return (images + noise).clamp(0, 1) - images
 
 
+def balanced_pool(protected_labels: torch.Tensor, other_labels: torch.Tensor) -> torch.Tensor:
+    """Indices (protected first, then others) in which protected photos are repeated so that a
+    protected class is drawn about as often as an average other class: a person with 20 photos
+    among surrogate classes of 100 must still be fitted by the surrogate."""
+    protected_per_class = len(protected_labels) / max(1, len(protected_labels.unique()))
+    other_per_class = len(other_labels) / max(1, len(other_labels.unique()))
+    repeat = max(1, round(other_per_class / max(protected_per_class, 1)))
+    protected = torch.arange(len(protected_labels)).repeat(repeat)
+    others = torch.arange(len(other_labels)) + len(protected_labels)
+    return torch.cat([protected, others])
+
+
 class ErrorMinimizingNoise:
     """Runs the min-min loop for one surrogate model; knows nothing but tensors."""
 
@@ -124,8 +136,9 @@ class ErrorMinimizingNoise:
         noise = torch.zeros(noise_shape, device=self.device)
         result = MinMinResult(noise=noise, form=s.form)
         optimizer = make_optimizer(self.model, TrainSettings(lr=s.lr))
-        total = len(protected) + len(others)
-        batches = shuffled_batches(total, s.batch_size, generator)
+        pool = balanced_pool(protected_labels.cpu(), other_labels.cpu())
+        positions = shuffled_batches(len(pool), s.batch_size, generator)
+        batches = (pool[position] for position in positions)
         for round_index in range(1, s.max_rounds + 1):
             started = time.perf_counter()
             train_loss = self._train(

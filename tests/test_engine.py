@@ -1,0 +1,169 @@
+"""The engine on random tensors and a tiny model: budgets, shapes, loss, matching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unlearn_cli.engine import (
+    AugmentSettings,
+    ErrorMinimizingNoise,
+    MinMinSettings,
+    NoiseForm,
+    class_centroids,
+    create_model,
+    match_classes,
+    project,
+    random_affine,
+)
+from unlearn_cli.engine.minmin import balanced_pool
+from unlearn_cli.engine.models import MODELS
+from unlearn_cli.images import Photo, apply_noise
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), eps_levels=st.integers(1, 32))
+def test_projection_keeps_noise_in_budget_and_pixels_in_range(seed: int, eps_levels: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(4, 3, 8, 8, generator=generator)
+    noise = (torch.rand(4, 3, 8, 8, generator=generator) - 0.5) * 2
+    eps = eps_levels / 255
+    projected = project(noise, images, eps)
+    assert projected.abs().max() <= eps + 1e-7
+    assert (images + projected).min() >= -1e-7 and (images + projected).max() <= 1 + 1e-7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    eps=st.integers(1, 32),
+    height=st.integers(1, 70),
+    width=st.integers(1, 70),
+    resolution=st.sampled_from([4, 16, 32]),
+    scale=st.floats(0.0, 3.0),
+)
+def test_noise_carried_to_full_size_stays_within_eps_levels(
+    seed: int, eps: int, height: int, width: int, resolution: int, scale: float
+) -> None:
+    """Property: every pixel of the protected photo is within eps levels of the original,
+    whatever the noise (even far outside the budget) and the photo's size."""
+    rng = np.random.default_rng(seed)
+    original = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    noise = torch.from_numpy(rng.normal(0, scale, size=(3, resolution, resolution))).float()
+    protected = apply_noise(Photo(original), noise, eps)
+    assert protected.shape == original.shape and protected.dtype == np.uint8
+    assert np.abs(protected.astype(int) - original.astype(int)).max() <= eps
+
+
+def test_extreme_pixels_are_clipped_not_wrapped() -> None:
+    original = np.zeros((5, 5, 3), dtype=np.uint8)
+    original[0] = 255
+    protected = apply_noise(Photo(original), torch.full((3, 4, 4), 1.0), 8)
+    assert protected[0].min() == 255 and protected[1:].max() == 8
+
+
+def _separable(n_per_class: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    colours = torch.rand(classes, 3, 1, 1, generator=generator)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    images = (colours[labels] + 0.1 * torch.randn(len(labels), 3, 16, 16, generator=generator))
+    return images.clamp(0, 1), labels
+
+
+@pytest.mark.parametrize("form", list(NoiseForm))
+def test_minmin_noise_shapes_budget_and_lower_loss(form: NoiseForm) -> None:
+    own, _ = _separable(6, 1, seed=1)
+    own_labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    others, other_labels = _separable(6, 3, seed=2)
+    other_labels = other_labels + 2
+    model = create_model("resnet_small", 5, seed=0)
+    settings_ = MinMinSettings(eps=8 / 255, step_size=2 / 255, steps=5, train_steps=3,
+                               max_rounds=3, min_rounds=3, form=form, batch_size=8)
+    rounds = []
+    result = ErrorMinimizingNoise(model, settings_).generate(
+        own, own_labels, others, other_labels, torch.Generator().manual_seed(0), on_round=rounds.append
+    )
+    expected = (2, 3, 16, 16) if form is NoiseForm.CLASS else (6, 3, 16, 16)
+    assert tuple(result.noise.shape) == expected
+    assert tuple(result.per_image(own_labels).shape) == (6, 3, 16, 16)
+    assert result.noise.abs().max() <= 8 / 255 + 1e-6
+    if form is NoiseForm.CLASS:  # one pattern shared by every image of a class
+        per_image = result.per_image(own_labels)
+        assert torch.equal(per_image[0], per_image[2]) and not torch.equal(per_image[0], per_image[3])
+    assert [r.round for r in rounds] == [1, 2, 3] and len(result.rounds) == 3
+    # the noise is error-MINIMIZING: the surrogate's loss is lower on noisy than on clean images
+    model.eval()
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(own), own_labels)
+        noisy = torch.nn.functional.cross_entropy(
+            model((own + result.per_image(own_labels)).clamp(0, 1)), own_labels
+        )
+    assert noisy < clean
+
+
+def test_stop_rule_waits_for_min_rounds() -> None:
+    own, _ = _separable(4, 1, seed=3)
+    others, other_labels = _separable(4, 2, seed=4)
+    model = create_model("vgg_small", 3, seed=0)
+    settings_ = MinMinSettings(steps=1, train_steps=1, max_rounds=5, min_rounds=2,
+                               stop_accuracy=0.01, batch_size=8)
+    result = ErrorMinimizingNoise(model, settings_).generate(
+        own, torch.zeros(4, dtype=torch.long), others, other_labels + 1, torch.Generator().manual_seed(0)
+    )
+    assert len(result.rounds) == 2 and result.converged
+
+
+def test_balanced_pool_repeats_a_small_protected_class() -> None:
+    pool = balanced_pool(torch.zeros(5, dtype=torch.long), torch.arange(3).repeat_interleave(20))
+    assert (pool < 5).sum() == 20 and (pool >= 5).sum() == 60
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError):
+        MinMinSettings(eps=0)
+    with pytest.raises(ValueError):
+        MinMinSettings(min_rounds=5, max_rounds=2)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_registered_model_classifies_and_embeds(name: str) -> None:
+    model = create_model(name, 4, seed=0).eval()
+    images = torch.rand(2, 3, 32, 32)
+    assert model(images).shape == (2, 4)
+    assert model.features(images).shape == (2, model.feature_dim)
+
+
+def test_unknown_model_lists_the_valid_names() -> None:
+    with pytest.raises(KeyError, match="resnet_small"):
+        create_model("resnet1000", 3)
+
+
+def test_seeded_models_are_reproducible() -> None:
+    first = create_model("vgg_small", 3, seed=7).state_dict()
+    second = create_model("vgg_small", 3, seed=7).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_random_affine_is_differentiable_and_keeps_shape() -> None:
+    images = torch.rand(3, 3, 16, 16, requires_grad=True)
+    out = random_affine(images, torch.Generator().manual_seed(0), AugmentSettings())
+    out.sum().backward()
+    assert out.shape == images.shape and images.grad is not None
+
+
+def test_matching_finds_the_nearest_classes_on_separable_features() -> None:
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=1)
+    labels = torch.arange(6).repeat_interleave(10)
+    features = directions[labels] + 0.05 * torch.randn(60, 16, generator=generator)
+    surrogate = class_centroids(features, labels, 6)
+    protected = class_centroids(directions[[4]] + 0.05 * directions[[1]], torch.tensor([0]), 1)
+    match = match_classes(protected, surrogate, k=2, extra_random=1, generator=generator)
+    assert match.nearest[0][0] == 4
+    assert len(match.selected) == 3 and set(match.nearest[0]) <= set(match.selected)
+    assert len(match.random_extra) == 1 and match.random_extra[0] not in match.nearest[0]
+    everything = match_classes(protected, surrogate, k=10, extra_random=2, generator=generator)
+    assert everything.selected == list(range(6)) and everything.random_extra == []
