@@ -7,7 +7,7 @@ trained from scratch with crop/flip augmentation) learn B's other identities plu
 protected photos, and we report how many held-out clean photos of the user they recognise.
 
     python benchmarks/tune_defaults.py --phase tune     # settings grid on the tuning users
-    python benchmarks/tune_defaults.py --phase report   # chosen setting, other users, 3 seeds
+    python benchmarks/tune_defaults.py --phase report   # `unlearn protect` defaults, other users, 3 seeds
 
 Rows are cached in benchmarks/results/cache/ so an interrupted run resumes.
 """
@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import shutil
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unlearn_cli.config import ClassLayout, ProtectConfig
 from unlearn_cli.engine import (
     AugmentSettings,
     ErrorMinimizingNoise,
@@ -37,6 +41,8 @@ from unlearn_cli.engine import (
 )
 from unlearn_cli.engine.attack import AttackSettings, run_attack
 from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
+from unlearn_cli.inputs import collect_inputs
+from unlearn_cli.pipeline import protect as run_protect
 
 ROOT = Path(__file__).resolve().parent
 FACES = ROOT.parent.parent / "shared" / "data" / "faces"
@@ -138,6 +144,23 @@ def protect(setting: Setting, user: list[Photo], surrogate: list[str], seed: int
     return [apply_noise(photo, n, setting.eps) for photo, n in zip(user, noise, strict=True)]
 
 
+def protect_with_pipeline(user_paths: list[Path], surrogate: list[str], seed: int) -> tuple[list[np.ndarray], dict]:
+    """The real `unlearn protect` pipeline with its default settings, on temporary folders."""
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        for name in surrogate:
+            (work / "surrogate").mkdir(exist_ok=True)
+            (work / "surrogate" / name).symlink_to(FACES / name)
+        user = work / "user"
+        user.mkdir()
+        for path in user_paths:
+            shutil.copy(path, user / path.name)
+        input_set = collect_inputs([str(user)], work / "out", ClassLayout.AUTO)
+        result = run_protect(input_set, ProtectConfig(seed=seed), surrogate=str(work / "surrogate"))
+        rgbs = [load_photo(work / "out" / photo["output"]).rgb for photo in result.manifest["photos"]]
+        return rgbs, result.manifest
+
+
 def attack_row(
     user_rgbs: list[np.ndarray], held_out: list[Photo], references: list[str], seed: int
 ) -> dict:
@@ -184,7 +207,12 @@ def evaluate(user: str, setting: Setting | None, seed: int, surrogate: list[str]
             rgbs = [photo.rgb for photo in user_photos]
             return {"plain": attack_row(rgbs, held_out, references, seed)}
         started = time.perf_counter()
-        rgbs = protect(setting, user_photos, surrogate, seed)
+        if setting.name == "defaults":
+            rgbs, manifest = protect_with_pipeline(protected_paths, surrogate, seed)
+            rounds = [(r["round"], r["protected_accuracy"]) for r in manifest["optimisation"]["rounds"]]
+            print(f"    pipeline rounds {rounds}", flush=True)
+        else:
+            rgbs = protect(setting, user_photos, surrogate, seed)
         protect_seconds = time.perf_counter() - started
         row = {
             "protect_seconds": round(protect_seconds, 1),
@@ -202,10 +230,10 @@ def evaluate(user: str, setting: Setting | None, seed: int, surrogate: list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", choices=["tune", "report"], required=True)
-    parser.add_argument("--setting", default="class32-aug", help="setting reported in --phase report")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ.setdefault("UNLEARN_CACHE_DIR", str(ROOT / "results" / "cache" / "unlearn"))
     surrogate, attacker_pool = split_identities()
     print(f"surrogate identities: {surrogate}\nattacker identities: {attacker_pool}", flush=True)
     global ACTIVE_ATTACKERS, WITH_JPEG
@@ -214,7 +242,8 @@ def main() -> None:
         ACTIVE_ATTACKERS, WITH_JPEG = ["vgg_small"], False
     else:
         users, seeds = REPORT_USERS, [0, 1, 2]
-        settings = [s for s in GRID if s.name == args.setting]
+        defaults = ProtectConfig()
+        settings = [Setting("defaults", defaults.mode, defaults.resolution, defaults.augment, False)]
     table = {}
     for seed in seeds:
         for user in users:

@@ -126,3 +126,9 @@ def test_input_errors_are_setup_errors(tmp_path: Path) -> None:
         collect_inputs([str(tmp_path / "empty")], None, ClassLayout.AUTO)
     with pytest.raises(SetupError, match="input folder itself"):
         collect_inputs([str(tmp_path / "empty")], tmp_path / "empty", ClassLayout.AUTO)
+
+
+def test_an_output_that_would_overwrite_an_original_is_refused(tmp_path: Path) -> None:
+    _touch_images(tmp_path, ["a.png"])
+    with pytest.raises(SetupError, match="would overwrite an original"):
+        collect_inputs([str(tmp_path / "a.png")], tmp_path, ClassLayout.AUTO)

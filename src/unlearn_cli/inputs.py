@@ -93,6 +93,13 @@ def collect_inputs(
         InputPhoto(path, relative, class_name, output)
         for (path, class_name), relative, output in zip(unique, relatives, outputs, strict=True)
     )
+    originals = {path for path, _ in unique}
+    for photo in photos:
+        if (output_root / photo.output).resolve() in originals:
+            raise SetupError(
+                f"{photo.path}: its protected copy would overwrite an original in {output_root}; "
+                "choose another --out"
+            )
     return InputSet(root=root, output_root=output_root, photos=photos)
 
 
