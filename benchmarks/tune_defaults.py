@@ -6,8 +6,9 @@ protected against a surrogate trained on A; attackers (architectures other than 
 trained from scratch with crop/flip augmentation) learn B's other identities plus the user's
 protected photos, and we report how many held-out clean photos of the user they recognise.
 
-    python benchmarks/tune_defaults.py --phase tune     # settings grid on the tuning users
-    python benchmarks/tune_defaults.py --phase report   # `unlearn protect` defaults, other users, 3 seeds
+    python benchmarks/tune_defaults.py --phase tune       # settings grid, tuning users
+    python benchmarks/tune_defaults.py --phase tune-jpeg  # best of the grid, after JPEG-75 too
+    python benchmarks/tune_defaults.py --phase report     # protect defaults, other users, 3 seeds
 
 Rows are cached in benchmarks/results/cache/ so an interrupted run resumes.
 """
@@ -110,7 +111,9 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
-def protect(setting: Setting, user: list[Photo], surrogate: list[str], seed: int) -> list[np.ndarray]:
+def protect(
+    setting: Setting, user: list[Photo], surrogate: list[str], seed: int
+) -> list[np.ndarray]:
     """The protect pipeline's core on tensors: min-min at the setting's resolution, carried back."""
     r = setting.resolution
     own = tensor_stack(user, r)
@@ -125,7 +128,13 @@ def protect(setting: Setting, user: list[Photo], surrogate: list[str], seed: int
     generator = torch.Generator().manual_seed(seed)
     augment = AugmentSettings() if setting.augment else None
     if setting.warm:
-        train(model, other_images, other_labels, TrainSettings(epochs=10, augment=AugmentSettings()), generator)
+        train(
+            model,
+            other_images,
+            other_labels,
+            TrainSettings(epochs=10, augment=AugmentSettings()),
+            generator,
+        )
     settings = MinMinSettings(
         eps=setting.eps / 255,
         step_size=setting.eps / 10 / 255,
@@ -144,7 +153,9 @@ def protect(setting: Setting, user: list[Photo], surrogate: list[str], seed: int
     return [apply_noise(photo, n, setting.eps) for photo, n in zip(user, noise, strict=True)]
 
 
-def protect_with_pipeline(user_paths: list[Path], surrogate: list[str], seed: int) -> tuple[list[np.ndarray], dict]:
+def protect_with_pipeline(
+    user_paths: list[Path], surrogate: list[str], seed: int
+) -> tuple[list[np.ndarray], dict]:
     """The real `unlearn protect` pipeline with its default settings, on temporary folders."""
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
@@ -157,7 +168,9 @@ def protect_with_pipeline(user_paths: list[Path], surrogate: list[str], seed: in
             shutil.copy(path, user / path.name)
         input_set = collect_inputs([str(user)], work / "out", ClassLayout.AUTO)
         result = run_protect(input_set, ProtectConfig(seed=seed), surrogate=str(work / "surrogate"))
-        rgbs = [load_photo(work / "out" / photo["output"]).rgb for photo in result.manifest["photos"]]
+        rgbs = [
+            load_photo(work / "out" / photo["output"]).rgb for photo in result.manifest["photos"]
+        ]
         return rgbs, result.manifest
 
 
@@ -177,8 +190,12 @@ def attack_row(
     row = {}
     for architecture in ACTIVE_ATTACKERS:
         result = run_attack(
-            train_images, train_labels, test_images, test_labels,
-            AttackSettings(architecture=architecture), seed=seed,
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+            AttackSettings(architecture=architecture),
+            seed=seed,
         )
         row[architecture] = result.recognised[0]
     return row
@@ -196,7 +213,9 @@ def cached(key: str, compute) -> dict:
     return value
 
 
-def evaluate(user: str, setting: Setting | None, seed: int, surrogate: list[str], references: list[str]) -> dict:
+def evaluate(
+    user: str, setting: Setting | None, seed: int, surrogate: list[str], references: list[str]
+) -> dict:
     name = setting.name if setting else "clean"
 
     def compute() -> dict:
@@ -209,7 +228,9 @@ def evaluate(user: str, setting: Setting | None, seed: int, surrogate: list[str]
         started = time.perf_counter()
         if setting.name == "defaults":
             rgbs, manifest = protect_with_pipeline(protected_paths, surrogate, seed)
-            rounds = [(r["round"], r["protected_accuracy"]) for r in manifest["optimisation"]["rounds"]]
+            rounds = [
+                (r["round"], r["protected_accuracy"]) for r in manifest["optimisation"]["rounds"]
+            ]
             print(f"    pipeline rounds {rounds}", flush=True)
         else:
             rgbs = protect(setting, user_photos, surrogate, seed)
@@ -222,14 +243,15 @@ def evaluate(user: str, setting: Setting | None, seed: int, surrogate: list[str]
             row["jpeg75"] = attack_row([jpeg(rgb, 75) for rgb in rgbs], held_out, references, seed)
         return row
 
-    row = cached(f"{user}-{name}-{seed}-{'+'.join(ACTIVE_ATTACKERS)}", compute)
+    suffix = "-jpeg" if WITH_JPEG and setting is not None else ""
+    row = cached(f"{user}-{name}-{seed}-{'+'.join(ACTIVE_ATTACKERS)}{suffix}", compute)
     print(f"{user:18s} {name:18s} seed {seed}: {json.dumps(row)}", flush=True)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=["tune", "report"], required=True)
+    parser.add_argument("--phase", choices=["tune", "tune-jpeg", "report"], required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -240,10 +262,16 @@ def main() -> None:
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]
         ACTIVE_ATTACKERS, WITH_JPEG = ["vgg_small"], False
+    elif args.phase == "tune-jpeg":  # the best candidates of the grid, also after JPEG-75
+        users, seeds = TUNE_USERS, [0]
+        settings = [s for s in GRID if s.name in ("class32-aug", "sample32-aug", "class16-aug")]
+        ACTIVE_ATTACKERS = ["vgg_small"]
     else:
         users, seeds = REPORT_USERS, [0, 1, 2]
         defaults = ProtectConfig()
-        settings = [Setting("defaults", defaults.mode, defaults.resolution, defaults.augment, False)]
+        settings = [
+            Setting("defaults", defaults.mode, defaults.resolution, defaults.augment, False)
+        ]
     table = {}
     for seed in seeds:
         for user in users:
@@ -261,9 +289,14 @@ def main() -> None:
         for condition in ("plain", "jpeg75"):
             if condition not in rows[0]:
                 continue
-            medians = {a: statistics.median(r[condition][a] for r in rows) for a in ACTIVE_ATTACKERS}
+            medians = {
+                a: statistics.median(r[condition][a] for r in rows) for a in ACTIVE_ATTACKERS
+            }
             summary[f"{name}/{condition}"] = medians
-            print(f"{name:18s}  {condition:8s}  " + "  ".join(f"{medians[a]:18.2f}" for a in ACTIVE_ATTACKERS))
+            print(
+                f"{name:18s}  {condition:8s}  "
+                + "  ".join(f"{medians[a]:18.2f}" for a in ACTIVE_ATTACKERS)
+            )
     out = ROOT / "results" / f"tune_defaults_{args.phase}.json"
     out.write_text(json.dumps({"summary": summary, "rows": table}, indent=2))
     print(f"wrote {out}")

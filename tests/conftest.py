@@ -26,7 +26,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own cache folder and no pretrained face weights."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("UNLEARN_CACHE_DIR", str(cache))
@@ -70,7 +72,9 @@ def write_class_folder(root: Path, classes: dict[str, int], size=(24, 24), start
 
 @pytest.fixture
 def tiny_surrogate(tmp_path: Path) -> Path:
-    return write_class_folder(tmp_path / "surrogate", {"alpha": 8, "beta": 8, "gamma": 8}, start_seed=100)
+    return write_class_folder(
+        tmp_path / "surrogate", {"alpha": 8, "beta": 8, "gamma": 8}, start_seed=100
+    )
 
 
 @pytest.fixture
@@ -83,6 +87,15 @@ def photo_folder(tmp_path: Path) -> Path:
 
 
 FAST_OPTIONS = [
-    "--resolution", "16", "--rounds", "2", "--min-rounds", "1", "--steps", "2",
-    "--train-steps", "2", "--quiet",
+    "--resolution",
+    "16",
+    "--rounds",
+    "2",
+    "--min-rounds",
+    "1",
+    "--steps",
+    "2",
+    "--train-steps",
+    "2",
+    "--quiet",
 ]

@@ -26,17 +26,31 @@ def run(*args: str, stdin: str | None = None):
 def test_help_lists_commands_options_and_exit_codes() -> None:
     assert "protect" in run("--help").stdout
     text = run("protect", "--help").stdout
-    for expected in ["--eps", "--mode", "--surrogate", "--out", "--json", "--resolution",
-                     "Exit codes", "130 interrupted"]:
+    for expected in [
+        "--eps",
+        "--mode",
+        "--surrogate",
+        "--out",
+        "--json",
+        "--resolution",
+        "Exit codes",
+        "130 interrupted",
+    ]:
         assert expected in text
     assert run("--version").stdout.startswith("unlearn ")
 
 
 def test_help_does_not_import_torch() -> None:
-    code = ("import sys; from typer.testing import CliRunner; from unlearn_cli.cli import app; "
-            "CliRunner().invoke(app, ['protect', '--help']); print('torch' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    code = (
+        "import sys; from typer.testing import CliRunner; from unlearn_cli.cli import app; "
+        "CliRunner().invoke(app, ['protect', '--help']); print('torch' in sys.modules)"
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 def _assert_within_budget(manifest: dict, input_root: Path, output_root: Path, eps: int) -> None:
@@ -53,8 +67,16 @@ def _assert_within_budget(manifest: dict, input_root: Path, output_root: Path, e
 
 def test_protect_json_on_stdout_and_budget_holds(photo_folder: Path, tiny_surrogate: Path) -> None:
     before = {p.name: sha256_file(p) for p in photo_folder.iterdir()}
-    result = run("protect", str(photo_folder), "--surrogate", str(tiny_surrogate), "--json",
-                 "--eps", "6", *FAST_OPTIONS)
+    result = run(
+        "protect",
+        str(photo_folder),
+        "--surrogate",
+        str(tiny_surrogate),
+        "--json",
+        "--eps",
+        "6",
+        *FAST_OPTIONS,
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)  # stdout holds the JSON and nothing else
     output_root = photo_folder.with_name("me-protected")
@@ -71,8 +93,13 @@ def test_protect_json_on_stdout_and_budget_holds(photo_folder: Path, tiny_surrog
 
 
 def test_human_report_is_a_table(photo_folder: Path, tiny_surrogate: Path) -> None:
-    result = run("protect", str(photo_folder), "--surrogate", str(tiny_surrogate),
-                 *[o for o in FAST_OPTIONS if o != "--quiet"])
+    result = run(
+        "protect",
+        str(photo_folder),
+        "--surrogate",
+        str(tiny_surrogate),
+        *[o for o in FAST_OPTIONS if o != "--quiet"],
+    )
     assert result.exit_code == 0, result.output
     assert "Budget report" in result.stdout and "img0.png" in result.stdout
     assert "manifest:" in result.stdout
@@ -82,31 +109,61 @@ def test_sample_mode_and_subfolder_classes(tmp_path: Path, tiny_surrogate: Path)
     for person in ("ann", "ben"):
         (tmp_path / "in" / person).mkdir(parents=True)
         for index in range(2):
-            pattern_image(hash(person) % 1000 + index).save(tmp_path / "in" / person / f"{index}.png")
-    result = run("protect", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--mode", "sample",
-                 "--surrogate", str(tiny_surrogate), "--json", *FAST_OPTIONS)
+            pattern_image(hash(person) % 1000 + index).save(
+                tmp_path / "in" / person / f"{index}.png"
+            )
+    result = run(
+        "protect",
+        str(tmp_path / "in"),
+        "--out",
+        str(tmp_path / "out"),
+        "--mode",
+        "sample",
+        "--surrogate",
+        str(tiny_surrogate),
+        "--json",
+        *FAST_OPTIONS,
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["classes"] == ["ann", "ben"] and manifest["settings"]["mode"] == "sample"
-    assert sorted(p["output"] for p in manifest["photos"]) == ["ann/0.png", "ann/1.png",
-                                                                "ben/0.png", "ben/1.png"]
+    assert sorted(p["output"] for p in manifest["photos"]) == [
+        "ann/0.png",
+        "ann/1.png",
+        "ben/0.png",
+        "ben/1.png",
+    ]
     _assert_within_budget(manifest, tmp_path / "in", tmp_path / "out", eps=8)
 
 
-def test_a_broken_photo_fails_alone_with_exit_code_1(photo_folder: Path, tiny_surrogate: Path) -> None:
+def test_a_broken_photo_fails_alone_with_exit_code_1(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
     (photo_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    result = run("protect", str(photo_folder), "--surrogate", str(tiny_surrogate), "--json",
-                 *FAST_OPTIONS)
+    result = run(
+        "protect", str(photo_folder), "--surrogate", str(tiny_surrogate), "--json", *FAST_OPTIONS
+    )
     assert result.exit_code == 1
     manifest = json.loads(result.stdout)
-    assert manifest["totals"]["protected"] == 4 and manifest["failures"][0]["source"] == "broken.jpg"
+    assert (
+        manifest["totals"]["protected"] == 4 and manifest["failures"][0]["source"] == "broken.jpg"
+    )
     assert "broken.jpg: cannot decode image" in result.stderr
 
 
 def test_stdin_paths_with_out(photo_folder: Path, tiny_surrogate: Path, tmp_path: Path) -> None:
     paths = "\n".join(str(p) for p in sorted(photo_folder.iterdir())[:2]) + "\n"
-    result = run("protect", "-", "--out", str(tmp_path / "o"), "--surrogate", str(tiny_surrogate),
-                 "--json", *FAST_OPTIONS, stdin=paths)
+    result = run(
+        "protect",
+        "-",
+        "--out",
+        str(tmp_path / "o"),
+        "--surrogate",
+        str(tiny_surrogate),
+        "--json",
+        *FAST_OPTIONS,
+        stdin=paths,
+    )
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["photos"]) == 2
 

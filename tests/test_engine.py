@@ -69,7 +69,7 @@ def _separable(n_per_class: int, classes: int, seed: int) -> tuple[torch.Tensor,
     generator = torch.Generator().manual_seed(seed)
     colours = torch.rand(classes, 3, 1, 1, generator=generator)
     labels = torch.arange(classes).repeat_interleave(n_per_class)
-    images = (colours[labels] + 0.1 * torch.randn(len(labels), 3, 16, 16, generator=generator))
+    images = colours[labels] + 0.1 * torch.randn(len(labels), 3, 16, 16, generator=generator)
     return images.clamp(0, 1), labels
 
 
@@ -80,11 +80,24 @@ def test_minmin_noise_shapes_budget_and_lower_loss(form: NoiseForm) -> None:
     others, other_labels = _separable(6, 3, seed=2)
     other_labels = other_labels + 2
     model = create_model("resnet_small", 5, seed=0)
-    settings_ = MinMinSettings(eps=8 / 255, step_size=2 / 255, steps=5, train_steps=3,
-                               max_rounds=3, min_rounds=3, form=form, batch_size=8)
+    settings_ = MinMinSettings(
+        eps=8 / 255,
+        step_size=2 / 255,
+        steps=5,
+        train_steps=3,
+        max_rounds=3,
+        min_rounds=3,
+        form=form,
+        batch_size=8,
+    )
     rounds = []
     result = ErrorMinimizingNoise(model, settings_).generate(
-        own, own_labels, others, other_labels, torch.Generator().manual_seed(0), on_round=rounds.append
+        own,
+        own_labels,
+        others,
+        other_labels,
+        torch.Generator().manual_seed(0),
+        on_round=rounds.append,
     )
     expected = (2, 3, 16, 16) if form is NoiseForm.CLASS else (6, 3, 16, 16)
     assert tuple(result.noise.shape) == expected
@@ -92,7 +105,9 @@ def test_minmin_noise_shapes_budget_and_lower_loss(form: NoiseForm) -> None:
     assert result.noise.abs().max() <= 8 / 255 + 1e-6
     if form is NoiseForm.CLASS:  # one pattern shared by every image of a class
         per_image = result.per_image(own_labels)
-        assert torch.equal(per_image[0], per_image[2]) and not torch.equal(per_image[0], per_image[3])
+        assert torch.equal(per_image[0], per_image[2]) and not torch.equal(
+            per_image[0], per_image[3]
+        )
     assert [r.round for r in rounds] == [1, 2, 3] and len(result.rounds) == 3
     # the noise is error-MINIMIZING: the surrogate's loss is lower on noisy than on clean images
     model.eval()
@@ -108,10 +123,15 @@ def test_stop_rule_waits_for_min_rounds() -> None:
     own, _ = _separable(4, 1, seed=3)
     others, other_labels = _separable(4, 2, seed=4)
     model = create_model("vgg_small", 3, seed=0)
-    settings_ = MinMinSettings(steps=1, train_steps=1, max_rounds=5, min_rounds=2,
-                               stop_accuracy=0.01, batch_size=8)
+    settings_ = MinMinSettings(
+        steps=1, train_steps=1, max_rounds=5, min_rounds=2, stop_accuracy=0.01, batch_size=8
+    )
     result = ErrorMinimizingNoise(model, settings_).generate(
-        own, torch.zeros(4, dtype=torch.long), others, other_labels + 1, torch.Generator().manual_seed(0)
+        own,
+        torch.zeros(4, dtype=torch.long),
+        others,
+        other_labels + 1,
+        torch.Generator().manual_seed(0),
     )
     assert len(result.rounds) == 2 and result.converged
 

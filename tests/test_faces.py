@@ -27,19 +27,26 @@ def test_surrogate_features_are_used_when_face_weights_are_absent(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:
     assert not facenet_available()
-    result = CliRunner().invoke(app, ["protect", str(photo_folder), "--surrogate",
-                                      str(tiny_surrogate), "--json", *FAST_OPTIONS])
+    result = CliRunner().invoke(
+        app,
+        ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), "--json", *FAST_OPTIONS],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["surrogate"]["embedding_source"].startswith("resnet_small")
 
 
-def test_cached_face_weights_are_used_for_matching(photo_folder: Path, tiny_surrogate: Path) -> None:
+def test_cached_face_weights_are_used_for_matching(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
     _cache_stand_in_weights()
     assert facenet_available()
-    embeddings = FaceEmbedder(torch.device("cpu")).embed(torch.randint(0, 256, (2, 3, 40, 40),
-                                                                       dtype=torch.uint8))
+    embeddings = FaceEmbedder(torch.device("cpu")).embed(
+        torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    )
     assert embeddings.shape == (2, 512)
-    result = CliRunner().invoke(app, ["protect", str(photo_folder), "--surrogate",
-                                      str(tiny_surrogate), "--json", *FAST_OPTIONS])
+    result = CliRunner().invoke(
+        app,
+        ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), "--json", *FAST_OPTIONS],
+    )
     assert result.exit_code == 0, result.output
     assert "InceptionResnetV1" in json.loads(result.stdout)["surrogate"]["embedding_source"]

@@ -17,9 +17,13 @@ from .conftest import pattern_image
 
 # Pillow's transpose for each EXIF orientation: what a viewer does to show the photo upright.
 _UPRIGHT = {
-    2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
-    4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
-    6: [Image.Transpose.ROTATE_270], 7: [Image.Transpose.TRANSVERSE], 8: [Image.Transpose.ROTATE_90],
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_270],
+    7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_90],
 }
 
 
@@ -28,8 +32,10 @@ def test_photos_are_decoded_upright(tmp_path: Path, orientation: int) -> None:
     upright = pattern_image(orientation, (40, 24))
     stored = upright
     for transpose in _UPRIGHT.get(orientation, []):  # store the inverse, tag the orientation
-        inverse = {Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
-                   Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270}.get(transpose, transpose)
+        inverse = {
+            Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
+            Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
+        }.get(transpose, transpose)
         stored = stored.transpose(inverse)
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -94,11 +100,16 @@ def test_flat_folder_is_one_class_and_writes_beside_it(tmp_path: Path) -> None:
     assert [p.relative.as_posix() for p in found.photos] == ["1.png", "2.png"]
 
 
-def test_subfolders_are_classes_and_deeper_folders_belong_to_the_first_level(tmp_path: Path) -> None:
+def test_subfolders_are_classes_and_deeper_folders_belong_to_the_first_level(
+    tmp_path: Path,
+) -> None:
     _touch_images(tmp_path / "people", ["ada/1.png", "ada/2019/2.png", "bob/3.png"])
     found = collect_inputs([str(tmp_path / "people")], None, ClassLayout.AUTO)
     assert {p.relative.as_posix(): p.class_name for p in found.photos} == {
-        "ada/1.png": "ada", "ada/2019/2.png": "ada", "bob/3.png": "bob"}
+        "ada/1.png": "ada",
+        "ada/2019/2.png": "ada",
+        "bob/3.png": "bob",
+    }
     one = collect_inputs([str(tmp_path / "people")], None, ClassLayout.ONE)
     assert one.class_names == ["people"]
 
@@ -113,8 +124,12 @@ def test_files_and_stdin_need_out_and_form_one_class(tmp_path: Path) -> None:
     _touch_images(tmp_path, ["a/1.png", "b/2.png"])
     with pytest.raises(SetupError, match="--out is required"):
         collect_inputs([str(tmp_path / "a" / "1.png")], None, ClassLayout.AUTO)
-    found = collect_inputs(["-"], tmp_path / "o", ClassLayout.AUTO,
-                           stdin_paths=[str(tmp_path / "a/1.png"), str(tmp_path / "b/2.png"), ""])
+    found = collect_inputs(
+        ["-"],
+        tmp_path / "o",
+        ClassLayout.AUTO,
+        stdin_paths=[str(tmp_path / "a/1.png"), str(tmp_path / "b/2.png"), ""],
+    )
     assert len(found.class_names) == 1 and len(found.photos) == 2
 
 

@@ -22,14 +22,31 @@ def test_protect_one_identity_against_the_face_surrogate(shared_data: Path, tmp_
     faces = shared_data / "faces"
     user = tmp_path / "Lindsay_Lohan"
     shutil.copytree(faces / "Lindsay_Lohan", user)
-    result = CliRunner().invoke(app, [
-        "protect", str(user), "--surrogate", str(faces), "--json", "--quiet",
-        "--rounds", "2", "--min-rounds", "1", "--steps", "5", "--match-k", "4",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "protect",
+            str(user),
+            "--surrogate",
+            str(faces),
+            "--json",
+            "--quiet",
+            "--rounds",
+            "2",
+            "--min-rounds",
+            "1",
+            "--steps",
+            "5",
+            "--match-k",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     surrogate = manifest["surrogate"]
-    assert {"class": "Lindsay_Lohan", "reason": "same name as a protected class"} in surrogate["excluded"]
+    assert {"class": "Lindsay_Lohan", "reason": "same name as a protected class"} in surrogate[
+        "excluded"
+    ]
     assert "Lindsay_Lohan" not in surrogate["selected"]
     assert len(surrogate["selected"]) == 4 + 2  # k nearest plus two at random
     ranked = [entry["class"] for entry in surrogate["ranking"]["Lindsay_Lohan"]]
@@ -44,7 +61,9 @@ def test_protect_one_identity_against_the_face_surrogate(shared_data: Path, tmp_
         assert sha256_file(user / photo["source"]) == photo["source_sha256"]
 
 
-def test_a_renamed_copy_in_the_surrogate_is_left_out_by_hash(shared_data: Path, tmp_path: Path) -> None:
+def test_a_renamed_copy_in_the_surrogate_is_left_out_by_hash(
+    shared_data: Path, tmp_path: Path
+) -> None:
     surrogate = tmp_path / "surrogate"
     for name in ("Tina_Fey", "Tom_Hanks", "Simon_Cowell"):
         shutil.copytree(shared_data / "faces" / name, surrogate / name)
@@ -52,10 +71,23 @@ def test_a_renamed_copy_in_the_surrogate_is_left_out_by_hash(shared_data: Path, 
     user.mkdir()
     for source in sorted((surrogate / "Tina_Fey").iterdir())[:6]:
         shutil.copy(source, user / source.name)
-    result = CliRunner().invoke(app, [
-        "protect", str(user), "--surrogate", str(surrogate), "--json", "--quiet",
-        "--rounds", "1", "--min-rounds", "1", "--steps", "2",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "protect",
+            str(user),
+            "--surrogate",
+            str(surrogate),
+            "--json",
+            "--quiet",
+            "--rounds",
+            "1",
+            "--min-rounds",
+            "1",
+            "--steps",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     excluded = json.loads(result.stdout)["surrogate"]["excluded"]
     assert excluded == [{"class": "Tina_Fey", "reason": "shares files with a protected class"}]

@@ -47,8 +47,11 @@ def serve(folder: Path) -> Iterator[str]:
 def _lfw_like_archive(tmp_path: Path) -> tuple[Path, str]:
     """A small archive in LFW's layout: lfw-deepfunneled/<Person>/<Person>_0001.jpg."""
     tree = tmp_path / "tree"
-    root = write_class_folder(tree / "lfw-deepfunneled", {"Ada_Lovelace": 3, "Alan_Turing": 2,
-                                                          "Grace_Hopper": 3}, size=(250, 250))
+    root = write_class_folder(
+        tree / "lfw-deepfunneled",
+        {"Ada_Lovelace": 3, "Alan_Turing": 2, "Grace_Hopper": 3},
+        size=(250, 250),
+    )
     archive = tmp_path / "served" / "lfw-deepfunneled.tgz"
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
@@ -60,10 +63,15 @@ def test_named_surrogate_downloads_once_then_works_offline(tmp_path: Path) -> No
     archive, md5 = _lfw_like_archive(tmp_path)
     cache = tmp_path / "cache"
     with serve(archive.parent) as base:
-        spec = replace(NAMED_SURROGATES["lfw"], url=f"{base}/{archive.name}", md5=md5,
-                       min_per_class=3)
+        spec = replace(
+            NAMED_SURROGATES["lfw"], url=f"{base}/{archive.name}", md5=md5, min_per_class=3
+        )
         folder = ensure_downloaded(spec, cache)
-    assert sorted(p.name for p in folder.iterdir()) == ["Ada_Lovelace", "Alan_Turing", "Grace_Hopper"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "Ada_Lovelace",
+        "Alan_Turing",
+        "Grace_Hopper",
+    ]
     assert not (folder.parent / archive.name).exists()  # the archive is not kept
     # the server is gone: the cached copy is used, and people with too few photos are left out
     assert ensure_downloaded(spec, cache) == folder
@@ -98,8 +106,13 @@ def test_cifar_archive_is_unpacked_into_class_folders(tmp_path: Path) -> None:
     with open(batches / "batches.meta", "wb") as handle:
         pickle.dump({b"label_names": [b"cat", b"dog"]}, handle)
     with open(batches / "data_batch_1", "wb") as handle:
-        pickle.dump({b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8),
-                     b"labels": [0, 1, 0, 1, 0, 1]}, handle)
+        pickle.dump(
+            {
+                b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8),
+                b"labels": [0, 1, 0, 1, 0, 1],
+            },
+            handle,
+        )
     archive = tmp_path / "served" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
@@ -115,8 +128,9 @@ def test_cifar_archive_is_unpacked_into_class_folders(tmp_path: Path) -> None:
 def test_protected_classes_are_left_out_by_name_and_by_file(tmp_path: Path) -> None:
     root = write_class_folder(tmp_path / "s", {"Ada": 2, "bob": 2, "carol": 2, "dave": 2})
     carol_hash = sha256_file(root / "carol" / "0.png")
-    surrogate = load_surrogate(root, None, protected_names={"ADA"}, protected_hashes={carol_hash},
-                               exclude={"Dave"})
+    surrogate = load_surrogate(
+        root, None, protected_names={"ADA"}, protected_hashes={carol_hash}, exclude={"Dave"}
+    )
     assert [c.name for c in surrogate.classes] == ["bob"]
     assert dict(surrogate.excluded) == {
         "Ada": "same name as a protected class",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from .engine.models import MODELS
 from .engine.minmin import NoiseForm
+from .engine.models import MODELS
 from .errors import SetupError
 
 
@@ -66,7 +66,8 @@ class ProtectConfig:
             problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
         if self.surrogate_model not in MODELS:
             problems.append(
-                f"unknown surrogate model {self.surrogate_model!r}; choose one of: {', '.join(MODELS)}"
+                f"unknown surrogate model {self.surrogate_model!r}; "
+                f"choose one of: {', '.join(MODELS)}"
             )
         if self.match_k < 1 or self.match_random < 0 or self.max_per_class < 1:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
@@ -87,4 +88,7 @@ class ProtectConfig:
         values = asdict(self)
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
-        return {key: str(value) if isinstance(value, StrEnum) else value for key, value in values.items()}
+        return {
+            key: str(value) if isinstance(value, StrEnum) else value
+            for key, value in values.items()
+        }

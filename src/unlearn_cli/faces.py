@@ -19,7 +19,9 @@ FACENET_INPUT = 160
 
 def facenet_weights_path() -> Path:
     """Where facenet-pytorch keeps its VGGFace2 weights (its own TORCH_HOME rule)."""
-    torch_home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    torch_home = os.getenv(
+        "TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+    )
     return Path(torch_home).expanduser() / "checkpoints" / FACENET_WEIGHTS
 
 
@@ -44,7 +46,12 @@ class FaceEmbedder:
         outputs = []
         for chunk in images.split(batch_size):
             chunk = chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
-            chunk = F.interpolate(chunk.to(self.device), size=(FACENET_INPUT, FACENET_INPUT),
-                                  mode="bilinear", align_corners=False, antialias=True)
+            chunk = F.interpolate(
+                chunk.to(self.device),
+                size=(FACENET_INPUT, FACENET_INPUT),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
             outputs.append(self.model((chunk * 255 - 127.5) / 128).cpu())
         return torch.cat(outputs)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, surrogates
 from .cache import cache_key, cached, file_fingerprint
 from .config import Embedder, ProtectConfig
 from .engine import (
@@ -31,9 +31,16 @@ from .engine import (
 )
 from .errors import ImageError, SetupError
 from .faces import FACENET_INPUT, FaceEmbedder, facenet_available
-from .images import Photo, apply_noise, load_photo, resize_for_model, sha256_file, write_png_atomic
+from .images import apply_noise, load_photo, resize_for_model, sha256_file, write_png_atomic
 from .inputs import InputPhoto, InputSet
-from .report import MANIFEST_NAME, SCHEMA_VERSION, budget_dict, measure_budget, totals, write_json_atomic
+from .report import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    budget_dict,
+    measure_budget,
+    totals,
+    write_json_atomic,
+)
 from .surrogates import Surrogate, cache_dir, load_surrogate, resolve_surrogate
 
 
@@ -79,7 +86,9 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise SetupError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        raise SetupError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
     return torch.device(choice)
 
 
@@ -122,16 +131,24 @@ def protect(
         emit(Notice(f"surrogate class {name} left out: {reason}"))
 
     emit(PhaseStarted("loading surrogate images"))
-    surrogate_images, surrogate_labels = _surrogate_tensors(
+    surrogate_pixels, surrogate_labels = surrogates.surrogate_images(
         chosen_surrogate, config.resolution, config.max_per_class
     )
-    matching = _match(prepared, class_names, chosen_surrogate, surrogate_images, surrogate_labels,
-                      config, device, emit)
+    matching = _match(
+        prepared,
+        class_names,
+        chosen_surrogate,
+        surrogate_pixels,
+        surrogate_labels,
+        config,
+        device,
+        emit,
+    )
 
     selected = matching["selected_indices"]
     remap = {old: len(class_names) + new for new, old in enumerate(selected)}
     keep = torch.tensor([int(label) in remap for label in surrogate_labels], dtype=torch.bool)
-    other_images = surrogate_images[keep]
+    other_images = surrogate_pixels[keep]
     other_labels = torch.tensor([remap[int(label)] for label in surrogate_labels[keep]])
 
     emit(PhaseStarted("optimising noise", config.rounds))
@@ -185,8 +202,18 @@ def protect(
         ],
     }
     del matching["selected_indices"]
-    return _finish(input_set, config, chosen_surrogate, {**matching}, written, failures, device,
-                   started, class_names, optimisation)
+    return _finish(
+        input_set,
+        config,
+        chosen_surrogate,
+        {**matching},
+        written,
+        failures,
+        device,
+        started,
+        class_names,
+        optimisation,
+    )
 
 
 def _prepare_photos(
@@ -211,41 +238,11 @@ def _prepare_photos(
     return prepared
 
 
-def _load_crop(path: Path, crop: tuple[int, int, int, int] | None, resolution: int) -> torch.Tensor:
-    photo = load_photo(path)
-    if crop is not None:
-        left, top, right, bottom = crop
-        photo = Photo(photo.rgb[top:bottom, left:right].copy())
-    return resize_for_model(photo, resolution)
-
-
-def _surrogate_tensors(
-    surrogate: Surrogate, resolution: int, max_per_class: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All surrogate images at model resolution (uint8) and their class indices, cached."""
-    paths = [(index, path) for index, cls in enumerate(surrogate.classes)
-             for path in cls.paths[:max_per_class]]
-    key = cache_key("surrogate-images", file_fingerprint([p for _, p in paths]), resolution,
-                    surrogate.crop)
-
-    def load() -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        for index, path in paths:
-            try:
-                images.append(_load_crop(path, surrogate.crop, resolution))
-                labels.append(index)
-            except ImageError:
-                continue  # an unreadable surrogate image is simply not used
-        return torch.stack(images), torch.tensor(labels)
-
-    return cached(cache_dir() / "tensors", key, load)
-
-
 def _match(
     prepared: list[_Prepared],
     class_names: list[str],
     surrogate: Surrogate,
-    surrogate_images: torch.Tensor,
+    surrogate_pixels: torch.Tensor,
     surrogate_labels: torch.Tensor,
     config: ProtectConfig,
     device: torch.device,
@@ -265,14 +262,16 @@ def _match(
         )
         own_features = embedder.embed(face_images)
         surrogate_features = embedder.embed(
-            _surrogate_tensors(surrogate, FACENET_INPUT, config.max_per_class)[0]
+            surrogates.surrogate_images(surrogate, FACENET_INPUT, config.max_per_class)[0]
         )
     else:
         emit(PhaseStarted("warming up the surrogate model", config.warmup_epochs))
-        model = _warm_model(surrogate, surrogate_images, surrogate_labels, config, device, emit)
-        source = f"{config.surrogate_model} warmed up on the surrogate ({config.warmup_epochs} epochs)"
+        model = _warm_model(surrogate, surrogate_pixels, surrogate_labels, config, device, emit)
+        source = (
+            f"{config.surrogate_model} warmed up on the surrogate ({config.warmup_epochs} epochs)"
+        )
         own_features = embed(model, torch.stack([item.small for item in prepared]))
-        surrogate_features = embed(model, surrogate_images)
+        surrogate_features = embed(model, surrogate_pixels)
     generator = torch.Generator().manual_seed(config.seed)
     match = match_classes(
         class_centroids(own_features, own_labels, len(class_names)),
@@ -309,15 +308,26 @@ def _warm_model(
 ):
     """The surrogate architecture trained on the surrogate classes (cached across runs)."""
     model = create_model(config.surrogate_model, len(surrogate.classes), seed=config.seed)
-    key = cache_key("warmup", config.surrogate_model, config.warmup_epochs, config.seed,
-                    config.resolution, [c.name for c in surrogate.classes],
-                    file_fingerprint([p for c in surrogate.classes for p in c.paths[: config.max_per_class]]))
+    key = cache_key(
+        "warmup",
+        config.surrogate_model,
+        config.warmup_epochs,
+        config.seed,
+        config.resolution,
+        [c.name for c in surrogate.classes],
+        file_fingerprint([p for c in surrogate.classes for p in c.paths[: config.max_per_class]]),
+    )
 
     def warm() -> dict:
         model.to(device)
-        train(model, images, labels, TrainSettings(epochs=config.warmup_epochs),
-              torch.Generator().manual_seed(config.seed),
-              on_epoch=lambda _epoch, _loss: emit(PhaseAdvanced()))
+        train(
+            model,
+            images,
+            labels,
+            TrainSettings(epochs=config.warmup_epochs),
+            torch.Generator().manual_seed(config.seed),
+            on_epoch=lambda _epoch, _loss: emit(PhaseAdvanced()),
+        )
         return {name: value.cpu() for name, value in model.state_dict().items()}
 
     model.load_state_dict(cached(cache_dir() / "models", key, warm))
@@ -335,7 +345,9 @@ def _write_one(item: _Prepared, noise: torch.Tensor, output_root: Path, eps: int
     if budget.linf > eps:  # the guarantee is by construction; never ship a file that breaks it
         target.unlink(missing_ok=True)
         raise ValueError(f"written file exceeds the budget (L-inf {budget.linf} > {eps})")
-    if original.alpha is not None and (written.alpha is None or (written.alpha != original.alpha).any()):
+    if original.alpha is not None and (
+        written.alpha is None or (written.alpha != original.alpha).any()
+    ):
         target.unlink(missing_ok=True)
         raise ValueError("alpha channel changed while writing")
     return {
@@ -378,8 +390,11 @@ def _finish(
         "input_root": str(input_set.root),
         "classes": class_names,
         "surrogate": None,
-        "optimisation": {**(optimisation or {}), "device": str(device),
-                         "seconds": round(time.perf_counter() - started, 2)},
+        "optimisation": {
+            **(optimisation or {}),
+            "device": str(device),
+            "seconds": round(time.perf_counter() - started, 2),
+        },
         "photos": photos,
         "failures": failures,
         "totals": totals(photos, failures),
@@ -396,4 +411,3 @@ def _finish(
     path = input_set.output_root / MANIFEST_NAME
     write_json_atomic(path, manifest)
     return ProtectResult(manifest=manifest, manifest_path=path, failures=failures)
-

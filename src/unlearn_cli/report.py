@@ -49,13 +49,19 @@ def measure_budget(original: np.ndarray, protected: np.ndarray) -> Budget:
         raise ValueError(f"size changed: {original.shape} -> {protected.shape}")
     difference = np.abs(original.astype(np.int16) - protected.astype(np.int16))
     linf = int(difference.max())
-    psnr = math.inf if linf == 0 else float(peak_signal_noise_ratio(original, protected, data_range=255))
+    psnr = (
+        math.inf
+        if linf == 0
+        else float(peak_signal_noise_ratio(original, protected, data_range=255))
+    )
     window = min(7, *original.shape[:2])
     window -= 1 - window % 2  # odd, at most 7, at most the image side
     ssim = 1.0
     if window >= 3:
         ssim = float(
-            structural_similarity(original, protected, channel_axis=2, data_range=255, win_size=window)
+            structural_similarity(
+                original, protected, channel_axis=2, data_range=255, win_size=window
+            )
         )
     return Budget(linf=linf, mean_abs=float(difference.mean()), psnr=psnr, ssim=ssim)
 
@@ -76,7 +82,9 @@ def totals(photos: list[dict], failures: list[dict]) -> dict:
         "protected": len(photos),
         "failed": len(failures),
         "max_linf": max((b["linf"] for b in budgets), default=None),
-        "mean_abs": round(sum(b["mean_abs"] for b in budgets) / len(budgets), 4) if budgets else None,
+        "mean_abs": round(sum(b["mean_abs"] for b in budgets) / len(budgets), 4)
+        if budgets
+        else None,
         "min_psnr": min(psnrs, default=None),
         "min_ssim": min((b["ssim"] for b in budgets), default=None),
     }

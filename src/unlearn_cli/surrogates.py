@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-from .errors import SetupError, SurrogateUnavailableError
-from .images import find_images, sha256_file
+from .cache import cache_key, cached, file_fingerprint
+from .errors import ImageError, SetupError, SurrogateUnavailableError
+from .images import Photo, find_images, load_photo, resize_for_model, sha256_file
 
 DEFAULT_SURROGATE = "lfw"
 
@@ -96,7 +98,9 @@ class Surrogate:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def resolve_surrogate(choice: str | None, cache: Path | None = None) -> tuple[Path, NamedSurrogate | None]:
+def resolve_surrogate(
+    choice: str | None, cache: Path | None = None
+) -> tuple[Path, NamedSurrogate | None]:
     """Turn ``--surrogate`` (a name or a folder; default ``$UNLEARN_SURROGATE`` or lfw) into a
     local folder of class subfolders, downloading a named surrogate on first use."""
     choice = choice or os.environ.get("UNLEARN_SURROGATE") or DEFAULT_SURROGATE
@@ -124,8 +128,11 @@ def ensure_downloaded(spec: NamedSurrogate, cache: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     try:
         download_and_extract_archive(
-            spec.url, download_root=home, extract_root=home / "unpacked",
-            filename=spec.archive_name, md5=spec.md5,
+            spec.url,
+            download_root=home,
+            extract_root=home / "unpacked",
+            filename=spec.archive_name,
+            md5=spec.md5,
         )
     except (urllib.error.URLError, OSError) as error:
         raise SurrogateUnavailableError(
@@ -203,3 +210,37 @@ def load_surrogate(
         excluded=tuple(excluded),
         crop=spec.crop if spec else None,
     )
+
+
+def _load_crop(path: Path, crop: tuple[int, int, int, int] | None, resolution: int) -> torch.Tensor:
+    photo = load_photo(path)
+    if crop is not None:
+        left, top, right, bottom = crop
+        photo = Photo(photo.rgb[top:bottom, left:right].copy())
+    return resize_for_model(photo, resolution)
+
+
+def surrogate_images(
+    surrogate: Surrogate, resolution: int, max_per_class: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All surrogate images at model resolution (uint8) and their class indices, cached."""
+    paths = [
+        (index, path)
+        for index, cls in enumerate(surrogate.classes)
+        for path in cls.paths[:max_per_class]
+    ]
+    key = cache_key(
+        "surrogate-images", file_fingerprint([p for _, p in paths]), resolution, surrogate.crop
+    )
+
+    def load() -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for index, path in paths:
+            try:
+                images.append(_load_crop(path, surrogate.crop, resolution))
+                labels.append(index)
+            except ImageError:
+                continue  # an unreadable surrogate image is simply not used
+        return torch.stack(images), torch.tensor(labels)
+
+    return cached(cache_dir() / "tensors", key, load)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -32,17 +32,17 @@ app = typer.Typer(
 )
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     sample = "sample"
     class_ = "class"
 
 
-class Classes(str, Enum):
+class Classes(StrEnum):
     auto = "auto"
     one = "one"
 
 
-class EmbedderChoice(str, Enum):
+class EmbedderChoice(StrEnum):
     auto = "auto"
     face = "face"
     surrogate = "surrogate"
@@ -78,9 +78,14 @@ def protect(
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output folder [default: <folder>-protected beside a "
-                     "folder input; required for files and stdin].", show_default=False,
-                     rich_help_panel=OUTPUT),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder [default: <folder>-protected beside a "
+            "folder input; required for files and stdin].",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     eps: Annotated[int, typer.Option(help="L-inf budget in 8-bit pixel levels.")] = 8,
     mode: Annotated[
@@ -88,72 +93,110 @@ def protect(
     ] = Mode.class_,
     surrogate: Annotated[
         str | None,
-        typer.Option(help="Surrogate dataset: a name (lfw, cifar10; downloaded once) or a "
-                     "<class>/<image> folder. [default: $UNLEARN_SURROGATE or lfw]",
-                     show_default=False),
+        typer.Option(
+            help="Surrogate dataset: a name (lfw, cifar10; downloaded once) or a "
+            "<class>/<image> folder. [default: $UNLEARN_SURROGATE or lfw]",
+            show_default=False,
+        ),
     ] = None,
     exclude_class: Annotated[
         list[str] | None,
-        typer.Option("--exclude-class", help="Surrogate class to leave out (repeatable); classes "
-                     "sharing a name or a file with the protected photos are left out anyway."),
+        typer.Option(
+            "--exclude-class",
+            help="Surrogate class to leave out (repeatable); classes "
+            "sharing a name or a file with the protected photos are left out anyway.",
+        ),
     ] = None,
     classes: Annotated[
-        Classes, typer.Option(help="auto: a folder is one class, subfolders are classes; "
-                              "one: every photo is one class.")
+        Classes,
+        typer.Option(
+            help="auto: a folder is one class, subfolders are classes; "
+            "one: every photo is one class."
+        ),
     ] = Classes.auto,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (reproducible noise).")] = 0,
     resolution: Annotated[
-        int, typer.Option(help="Working resolution of the surrogate and the noise (pixels).",
-                          rich_help_panel=OPTIMISATION)
+        int,
+        typer.Option(
+            help="Working resolution of the surrogate and the noise (pixels).",
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = 32,
     rounds: Annotated[
         int, typer.Option(help="Maximum min-min rounds.", rich_help_panel=OPTIMISATION)
     ] = 10,
     min_rounds: Annotated[
-        int, typer.Option(help="Rounds before the stop rule may fire.", rich_help_panel=OPTIMISATION)
+        int,
+        typer.Option(help="Rounds before the stop rule may fire.", rich_help_panel=OPTIMISATION),
     ] = 10,
     steps: Annotated[
         int, typer.Option(help="PGD steps on the noise per round.", rich_help_panel=OPTIMISATION)
     ] = 20,
     step_size: Annotated[
-        float | None, typer.Option(help="PGD step in levels [default: eps/10].",
-                                   show_default=False, rich_help_panel=OPTIMISATION)
+        float | None,
+        typer.Option(
+            help="PGD step in levels [default: eps/10].",
+            show_default=False,
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = None,
     train_steps: Annotated[
-        int, typer.Option(help="Surrogate training batches per round (M).",
-                          rich_help_panel=OPTIMISATION)
+        int,
+        typer.Option(
+            help="Surrogate training batches per round (M).", rich_help_panel=OPTIMISATION
+        ),
     ] = 10,
     stop_accuracy: Annotated[
-        float, typer.Option(help="Stop once the surrogate recognises this share of the protected "
-                            "photos.", rich_help_panel=OPTIMISATION)
+        float,
+        typer.Option(
+            help="Stop once the surrogate recognises this share of the protected photos.",
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = 0.99,
     augment: Annotated[
-        bool, typer.Option(help="Optimise through random flips, shifts and zooms, as an "
-                           "attacker's training would apply.", rich_help_panel=OPTIMISATION)
+        bool,
+        typer.Option(
+            help="Optimise through random flips, shifts and zooms, as an "
+            "attacker's training would apply.",
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = True,
     surrogate_model: Annotated[
         str, typer.Option(help="Surrogate architecture.", rich_help_panel=OPTIMISATION)
     ] = "resnet_small",
     match_k: Annotated[
-        int, typer.Option(help="Most similar surrogate classes matched to each protected class.",
-                          rich_help_panel=OPTIMISATION)
+        int,
+        typer.Option(
+            help="Most similar surrogate classes matched to each protected class.",
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = 10,
     embedder: Annotated[
-        EmbedderChoice, typer.Option(help="Embeddings for class matching: a cached pretrained face "
-                                     "model, or the surrogate's own features.",
-                                     rich_help_panel=OPTIMISATION)
+        EmbedderChoice,
+        typer.Option(
+            help="Embeddings for class matching: a cached pretrained face "
+            "model, or the surrogate's own features.",
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = EmbedderChoice.auto,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the manifest as JSON on stdout, nothing else.",
-                           rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the manifest as JSON on stdout, nothing else.",
+            rich_help_panel=OUTPUT,
+        ),
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress; only errors on stderr.",
-                           rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress; only errors on stderr.", rich_help_panel=OUTPUT
+        ),
     ] = False,
     debug: Annotated[
-        bool, typer.Option(help="Show full tracebacks of unexpected errors.", rich_help_panel=OUTPUT)
+        bool,
+        typer.Option(help="Show full tracebacks of unexpected errors.", rich_help_panel=OUTPUT),
     ] = False,
 ) -> None:
     """Add error-minimizing noise to photos so that models trained on them fail to learn them.
@@ -172,18 +215,32 @@ def protect(
         from ..pipeline import protect as run_protect
 
         config = ProtectConfig(
-            eps=eps, mode=NoiseForm(mode.value), resolution=resolution, rounds=rounds,
-            min_rounds=min_rounds, steps=steps, step_size=step_size, train_steps=train_steps,
-            stop_accuracy=stop_accuracy, augment=augment, surrogate_model=surrogate_model,
-            match_k=match_k, embedder=Embedder(embedder.value), classes=ClassLayout(classes.value),
-            seed=seed, device=device,
+            eps=eps,
+            mode=NoiseForm(mode.value),
+            resolution=resolution,
+            rounds=rounds,
+            min_rounds=min_rounds,
+            steps=steps,
+            step_size=step_size,
+            train_steps=train_steps,
+            stop_accuracy=stop_accuracy,
+            augment=augment,
+            surrogate_model=surrogate_model,
+            match_k=match_k,
+            embedder=Embedder(embedder.value),
+            classes=ClassLayout(classes.value),
+            seed=seed,
+            device=device,
         )
         stdin_paths = sys.stdin.read().splitlines() if "-" in inputs else None
         input_set = collect_inputs(inputs, out, config.classes, stdin_paths)
         with ProgressView(stderr, quiet) as view:
             result = run_protect(
-                input_set, config, surrogate=surrogate,
-                exclude_classes=frozenset(exclude_class or ()), on_event=view,
+                input_set,
+                config,
+                surrogate=surrogate,
+                exclude_classes=frozenset(exclude_class or ()),
+                on_event=view,
             )
     except KeyboardInterrupt:
         stderr.print("interrupted", highlight=False)
@@ -197,8 +254,12 @@ def protect(
     except Exception as error:
         if debug:
             raise
-        stderr.print(f"error: unexpected {type(error).__name__}: {error} (run with --debug for the "
-                     "traceback)", highlight=False, markup=False)
+        stderr.print(
+            f"error: unexpected {type(error).__name__}: {error} (run with --debug for the "
+            "traceback)",
+            highlight=False,
+            markup=False,
+        )
         raise typer.Exit(EXIT_PHOTO_FAILED) from None
     if as_json:
         print_json(result.manifest)

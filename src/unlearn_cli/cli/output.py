@@ -50,8 +50,9 @@ class ProgressView(AbstractContextManager):
         from ..pipeline import Notice, PhaseAdvanced, PhaseStarted, PhotoFailed, RoundFinished
 
         if isinstance(event, PhotoFailed):
-            self.console.print(f"[red]error:[/red] {event.source}: {event.error}", markup=True,
-                               highlight=False)
+            self.console.print(
+                f"[red]error:[/red] {event.source}: {event.error}", markup=True, highlight=False
+            )
         elif isinstance(event, Notice):
             if not self.quiet:
                 self.console.print(f"note: {event.message}", highlight=False)
@@ -85,23 +86,37 @@ def print_budget_table(console: Console, manifest: dict, manifest_path: str) -> 
     """One row per protected photo, then the totals, as measured on the written files."""
     eps = manifest["settings"]["eps"]
     table = Table(title=f"Budget report (eps {eps} levels)", title_justify="left")
-    for column, justify in (("photo", "left"), ("class", "left"), ("size", "right"),
-                            ("L-inf", "right"), ("mean |d|", "right"), ("PSNR dB", "right"),
-                            ("SSIM", "right")):
+    for column, justify in (
+        ("photo", "left"),
+        ("class", "left"),
+        ("size", "right"),
+        ("L-inf", "right"),
+        ("mean |d|", "right"),
+        ("PSNR dB", "right"),
+        ("SSIM", "right"),
+    ):
         table.add_column(column, justify=justify)
     for photo in manifest["photos"]:
         budget = photo["budget"]
         table.add_row(
-            photo["output"], photo["class"], f"{photo['width']}x{photo['height']}",
-            str(budget["linf"]), f"{budget['mean_abs']:.2f}", _fmt(budget["psnr"], 1),
+            photo["output"],
+            photo["class"],
+            f"{photo['width']}x{photo['height']}",
+            str(budget["linf"]),
+            f"{budget['mean_abs']:.2f}",
+            _fmt(budget["psnr"], 1),
             f"{budget['ssim']:.4f}",
         )
     totals = manifest["totals"]
     if manifest["photos"]:
         table.add_section()
         table.add_row(
-            f"total: {totals['protected']} protected, {totals['failed']} failed", "", "",
-            str(totals["max_linf"]), f"{totals['mean_abs']:.2f}", _fmt(totals["min_psnr"], 1),
+            f"total: {totals['protected']} protected, {totals['failed']} failed",
+            "",
+            "",
+            str(totals["max_linf"]),
+            f"{totals['mean_abs']:.2f}",
+            _fmt(totals["min_psnr"], 1),
             f"{totals['min_ssim']:.4f}",
         )
     console.print(table)

@@ -3,7 +3,14 @@ torchvision for model definitions) and never touches files, printing or the CLI.
 
 from .augment import AugmentSettings, random_affine
 from .matching import ClassMatch, class_centroids, match_classes
-from .minmin import ErrorMinimizingNoise, MinMinResult, MinMinSettings, NoiseForm, RoundReport, project
+from .minmin import (
+    ErrorMinimizingNoise,
+    MinMinResult,
+    MinMinSettings,
+    NoiseForm,
+    RoundReport,
+    project,
+)
 from .models import MODELS, Classifier, create_model
 from .training import TrainSettings, accuracy, embed, predict, train
 

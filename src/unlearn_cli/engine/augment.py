@@ -45,4 +45,6 @@ def random_affine(
     theta[:, 1, 2] = shift_y
     theta = theta.to(device=images.device, dtype=images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )

@@ -142,8 +142,14 @@ class ErrorMinimizingNoise:
         for round_index in range(1, s.max_rounds + 1):
             started = time.perf_counter()
             train_loss = self._train(
-                optimizer, batches, protected, protected_labels, others, other_labels,
-                result, generator,
+                optimizer,
+                batches,
+                protected,
+                protected_labels,
+                others,
+                other_labels,
+                result,
+                generator,
             )
             self._descend(protected, protected_labels, result, generator)
             loss, accuracy = self._measure(protected, protected_labels, result)

@@ -131,7 +131,9 @@ def _mobilenet(num_classes: int) -> Classifier:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("resnet_small", "ResNet with a strided stem, 4 blocks (fast surrogate)", _resnet_small),
+        ModelSpec(
+            "resnet_small", "ResNet with a strided stem, 4 blocks (fast surrogate)", _resnet_small
+        ),
         ModelSpec("resnet18", "the paper's ResNet-18 with a 3x3 stem (slow on CPU)", _resnet18),
         ModelSpec(
             "resnet18_imagenet",

@@ -126,5 +126,8 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torc
     model.eval()
     device = next(model.parameters()).device
     return torch.cat(
-        [model.features(as_float(chunk).to(device)).float().cpu() for chunk in images.split(batch_size)]
+        [
+            model.features(as_float(chunk).to(device)).float().cpu()
+            for chunk in images.split(batch_size)
+        ]
     )
