@@ -264,7 +264,7 @@ def main() -> None:
         ACTIVE_ATTACKERS, WITH_JPEG = ["vgg_small"], False
     elif args.phase == "tune-jpeg":  # the best candidates of the grid, also after JPEG-75
         users, seeds = TUNE_USERS, [0]
-        settings = [s for s in GRID if s.name in ("class32-aug", "sample32-aug", "class16-aug")]
+        settings = [s for s in GRID if s.name in ("class32-aug", "sample32-aug")]
         ACTIVE_ATTACKERS = ["vgg_small"]
     else:
         users, seeds = REPORT_USERS, [0, 1, 2]

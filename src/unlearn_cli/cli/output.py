@@ -130,3 +130,59 @@ def print_budget_table(console: Console, manifest: dict, manifest_path: str) -> 
             highlight=False,
         )
     console.print(f"manifest: {manifest_path}", highlight=False)
+
+
+def print_verify(console: Console, result: dict) -> None:
+    """The verify report: per photo, unknown files, each check, learnability per architecture."""
+    table = Table(title=f"Verify (eps {result['eps']} levels)", title_justify="left")
+    for column in ("photo", "integrity", "L-inf", "mean |d|", "PSNR dB", "SSIM", "budget"):
+        table.add_column(column, justify="left" if column in ("photo", "integrity") else "right")
+    for photo in result["photos"]:
+        budget = photo["budget"]
+        figures = (
+            [
+                str(budget["linf"]),
+                f"{budget['mean_abs']:.2f}",
+                _fmt(budget["psnr"], 1),
+                f"{budget['ssim']:.4f}",
+            ]
+            if budget
+            else ["-", "-", "-", "-"]
+        )
+        table.add_row(
+            photo["output"], photo["integrity"], *figures, "ok" if photo["budget_ok"] else "FAIL"
+        )
+    console.print(table)
+    for name in result["unknown_files"]:
+        console.print(f"not in the manifest: {name}", highlight=False)
+    for name, check in result["checks"].items():
+        verdict = "passed" if check["passed"] else "FAILED"
+        console.print(f"{name}: {verdict}", highlight=False)
+    learnability = result["checks"].get("learnability")
+    if learnability:
+        table = Table(title="Learnability: held-out clean photos recognised", title_justify="left")
+        for column in ("architecture", "class", "trained on clean", "trained on protected", ""):
+            table.add_column(column)
+        for row in learnability["results"]:
+            table.add_row(
+                row["architecture"],
+                row["class"],
+                f"{row['clean']:.0%}",
+                f"{row['protected']:.0%}",
+                "ok" if row["passed"] else "FAIL",
+            )
+        console.print(table)
+        console.print(
+            f"random guess: {learnability['chance']:.0%}; references: "
+            f"{', '.join(learnability['reference_classes'])}"
+            + (" (optimistic: the surrogate's own classes)" if learnability["optimistic"] else "")
+            + f"; {learnability['seconds']:.0f} s",
+            highlight=False,
+        )
+        if learnability["reason"]:
+            console.print(f"learnability: {learnability['reason']}", highlight=False)
+    for path in result.get("report_files", []):
+        console.print(f"report: {path}", highlight=False)
+    console.print(
+        "all checks passed" if result["passed"] else "some checks FAILED", highlight=False
+    )

@@ -1,0 +1,139 @@
+"""unlearn verify: tampering is detected and named, moved folders still verify, and the
+learnability check tells protected photos from unprotected copies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from unlearn_cli.cli import app
+
+from .conftest import FAST_OPTIONS
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def protected(photo_folder: Path, tiny_surrogate: Path) -> Path:
+    result = runner.invoke(app, ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate),
+                                 *FAST_OPTIONS])
+    assert result.exit_code == 0, result.output
+    return photo_folder.with_name("me-protected")
+
+
+def verify(*args: str):
+    result = runner.invoke(app, ["verify", *args, "--json", "--quiet"])
+    return result, json.loads(result.stdout) if result.stdout else None
+
+
+def test_untouched_folder_passes(protected: Path) -> None:
+    result, report = verify(str(protected))
+    assert result.exit_code == 0, result.output
+    assert report["passed"] and report["checks"]["budget"]["passed"]
+    assert all(p["budget"]["linf"] <= 8 and p["integrity"] == "ok" for p in report["photos"])
+    assert report["unknown_files"] == []
+
+
+def test_one_pixel_over_the_budget_is_named(protected: Path) -> None:
+    target = protected / "img2.png"
+    pixels = np.asarray(Image.open(target)).copy()
+    pixels[3, 4, 1] = (int(pixels[3, 4, 1]) + 40) % 256
+    Image.fromarray(pixels).save(target)
+    result, report = verify(str(protected))
+    assert result.exit_code == 1
+    assert report["checks"]["budget"]["failed"] == ["img2.png"]
+    assert report["checks"]["integrity"]["failed"] == ["img2.png"]
+    assert "img2.png: L-inf" in result.stderr and "exceeds the budget of 8" in result.stderr
+
+
+def test_jpeg_re_encoding_is_named(protected: Path) -> None:
+    target = protected / "img1.png"
+    Image.open(target).convert("RGB").save(target, format="JPEG", quality=95)
+    result, report = verify(str(protected))
+    assert result.exit_code == 1
+    assert report["checks"]["integrity"]["failed"] == ["img1.png"]
+    assert "img1.png: edited, re-encoded or replaced" in result.stderr
+
+
+def test_deleted_and_added_files_are_named(protected: Path) -> None:
+    (protected / "img0.png").unlink()
+    shutil.copy(protected / "img3.png", protected / "stranger.png")
+    result, report = verify(str(protected))
+    assert result.exit_code == 1
+    assert report["checks"]["integrity"]["failed"] == ["img0.png"]
+    assert report["unknown_files"] == ["stranger.png"]
+    assert "img0.png: missing" in result.stderr
+
+
+def test_moved_folder_and_moved_originals(protected: Path, photo_folder: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere" / "done"
+    shutil.move(protected, moved)
+    result, report = verify(str(moved))
+    assert result.exit_code == 0 and report["passed"]
+    shutil.move(photo_folder, tmp_path / "originals")
+    result, report = verify(str(moved))
+    assert result.exit_code == 1 and "original not found" in result.stderr
+    result, report = verify(str(moved), "--originals", str(tmp_path / "originals"))
+    assert result.exit_code == 0 and report["passed"]
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["verify", str(tmp_path)])
+    assert result.exit_code == 2 and "no unlearn-manifest.json" in result.stderr
+
+
+def test_verify_help_documents_the_learnability_size() -> None:
+    text = runner.invoke(app, ["verify", "--help"]).stdout
+    assert "--learnability" in text and "minutes" in text and "Exit codes" in text
+
+
+def _stripes(seed: int, angle: float, size: int = 32) -> Image.Image:
+    """A class is a stripe orientation; colour and phase vary at random within it."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size, 0:size]
+    wave = np.sin((np.cos(angle) * xs + np.sin(angle) * ys) * 0.8 + rng.uniform(0, 2 * np.pi))
+    pixels = rng.uniform(60, 190, 3) + 20 * wave[..., None] + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_path: Path) -> None:
+    """A tiny setting that runs in seconds: stripe classes, a large budget (eps 64) so that the
+    effect is unmistakable, one small attacker at 32 px."""
+    seed = 0
+    for name, angle in {"me": 0.0, "ref/a": np.pi / 4, "ref/b": np.pi / 2, "ref/c": 2.4}.items():
+        (tmp_path / name).mkdir(parents=True)
+        for index in range(24):
+            _stripes(seed, angle).save(tmp_path / name / f"{index}.png")
+            seed += 1
+    result = runner.invoke(app, ["protect", str(tmp_path / "me"), "--surrogate",
+                                 str(tmp_path / "ref"), "--eps", "64", "--resolution", "16",
+                                 "--rounds", "5", "--min-rounds", "5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    protected = tmp_path / "me-protected"
+    options = ["--learnability", "--reference", str(tmp_path / "ref"), "--architecture",
+               "vgg_small", "--epochs", "20", "--report", str(tmp_path / "report")]
+    result, report = verify(str(protected), *options)
+    learnability = report["checks"]["learnability"]
+    assert result.exit_code == 0, (result.output, learnability["results"])
+    (row,) = learnability["results"]
+    assert row["clean"] >= 0.75 and row["protected"] <= 0.5 * row["clean"]
+    assert not learnability["optimistic"] and learnability["chance"] == 0.25
+    assert len(learnability["curves"]["vgg_small"]["protected"]) == 20
+    for name in ("contact_sheet.png", "learning_curves.png"):
+        with Image.open(tmp_path / "report" / name) as image:
+            assert image.format == "PNG" and image.width > 100
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Learnability" in page
+
+    for photo in json.loads((protected / "unlearn-manifest.json").read_text())["photos"]:
+        Image.open(tmp_path / "me" / photo["source"]).save(protected / photo["output"])
+    result, report = verify(str(protected), *options)
+    learnability = report["checks"]["learnability"]
+    assert result.exit_code == 1 and not learnability["passed"]
+    assert "not below" in learnability["reason"]
