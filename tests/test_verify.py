@@ -21,8 +21,9 @@ runner = CliRunner()
 
 @pytest.fixture
 def protected(photo_folder: Path, tiny_surrogate: Path) -> Path:
-    result = runner.invoke(app, ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate),
-                                 *FAST_OPTIONS])
+    result = runner.invoke(
+        app, ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    )
     assert result.exit_code == 0, result.output
     return photo_folder.with_name("me-protected")
 
@@ -71,7 +72,9 @@ def test_deleted_and_added_files_are_named(protected: Path) -> None:
     assert "img0.png: missing" in result.stderr
 
 
-def test_moved_folder_and_moved_originals(protected: Path, photo_folder: Path, tmp_path: Path) -> None:
+def test_moved_folder_and_moved_originals(
+    protected: Path, photo_folder: Path, tmp_path: Path
+) -> None:
     moved = tmp_path / "elsewhere" / "done"
     shutil.move(protected, moved)
     result, report = verify(str(moved))
@@ -111,13 +114,37 @@ def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_pa
         for index in range(24):
             _stripes(seed, angle).save(tmp_path / name / f"{index}.png")
             seed += 1
-    result = runner.invoke(app, ["protect", str(tmp_path / "me"), "--surrogate",
-                                 str(tmp_path / "ref"), "--eps", "64", "--resolution", "16",
-                                 "--rounds", "5", "--min-rounds", "5", "--quiet"])
+    result = runner.invoke(
+        app,
+        [
+            "protect",
+            str(tmp_path / "me"),
+            "--surrogate",
+            str(tmp_path / "ref"),
+            "--eps",
+            "64",
+            "--resolution",
+            "16",
+            "--rounds",
+            "5",
+            "--min-rounds",
+            "5",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     protected = tmp_path / "me-protected"
-    options = ["--learnability", "--reference", str(tmp_path / "ref"), "--architecture",
-               "vgg_small", "--epochs", "20", "--report", str(tmp_path / "report")]
+    options = [
+        "--learnability",
+        "--reference",
+        str(tmp_path / "ref"),
+        "--architecture",
+        "vgg_small",
+        "--epochs",
+        "20",
+        "--report",
+        str(tmp_path / "report"),
+    ]
     result, report = verify(str(protected), *options)
     learnability = report["checks"]["learnability"]
     assert result.exit_code == 0, (result.output, learnability["results"])

@@ -145,7 +145,7 @@ def protect(
         emit,
     )
 
-    selected = matching["selected_indices"]
+    selected = matching.pop("selected_indices")
     remap = {old: len(class_names) + new for new, old in enumerate(selected)}
     keep = torch.tensor([int(label) in remap for label in surrogate_labels], dtype=torch.bool)
     other_images = surrogate_pixels[keep]
@@ -201,12 +201,11 @@ def protect(
             for r in result.rounds
         ],
     }
-    del matching["selected_indices"]
     return _finish(
         input_set,
         config,
         chosen_surrogate,
-        {**matching},
+        matching,
         written,
         failures,
         device,

@@ -81,7 +81,7 @@ def protect(
         typer.Option(
             "--out",
             "-o",
-            help="Output folder [default: <folder>-protected beside a "
+            help="Output folder \\[default: <folder>-protected beside a "
             "folder input; required for files and stdin].",
             show_default=False,
             rich_help_panel=OUTPUT,
@@ -95,7 +95,7 @@ def protect(
         str | None,
         typer.Option(
             help="Surrogate dataset: a name (lfw, cifar10; downloaded once) or a "
-            "<class>/<image> folder. [default: $UNLEARN_SURROGATE or lfw]",
+            "<class>/<image> folder. \\[default: $UNLEARN_SURROGATE or lfw]",
             show_default=False,
         ),
     ] = None,
@@ -136,7 +136,7 @@ def protect(
     step_size: Annotated[
         float | None,
         typer.Option(
-            help="PGD step in levels [default: eps/10].",
+            help="PGD step in levels \\[default: eps/10].",
             show_default=False,
             rich_help_panel=OPTIMISATION,
         ),
@@ -285,7 +285,7 @@ def verify(
     originals: Annotated[
         Path | None,
         typer.Option(
-            help="Folder of the originals [default: the input root in the manifest].",
+            help="Folder of the originals \\[default: the input root in the manifest].",
             show_default=False,
         ),
     ] = None,
@@ -304,7 +304,7 @@ def verify(
         Path | None,
         typer.Option(
             help="Reference identities (<class>/<image>), best people not in the "
-            "surrogate [default: the surrogate of the manifest; marked optimistic].",
+            "surrogate \\[default: the surrogate of the manifest; marked optimistic].",
             show_default=False,
         ),
     ] = None,
@@ -312,7 +312,7 @@ def verify(
         list[str] | None,
         typer.Option(
             "--architecture",
-            help="Attacker architecture (repeatable) [default: vgg_small, mobilenet].",
+            help="Attacker architecture (repeatable) \\[default: vgg_small, mobilenet].",
             show_default=False,
         ),
     ] = None,

@@ -1,0 +1,64 @@
+"""Budget measurements and the learnability split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from unlearn_cli.errors import SetupError
+from unlearn_cli.learnability import split_photos
+from unlearn_cli.report import budget_dict, measure_budget, totals
+
+
+def test_identical_images_have_infinite_psnr_and_unit_ssim() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    budget = measure_budget(image, image.copy())
+    assert budget.linf == 0 and budget.mean_abs == 0 and math.isinf(budget.psnr)
+    assert budget.ssim == pytest.approx(1.0)
+    assert budget_dict(budget)["psnr"] is None
+
+
+def test_known_difference_is_measured_exactly() -> None:
+    original = np.full((16, 16, 3), 100, dtype=np.uint8)
+    changed = original.copy()
+    changed[0, 0, 0] = 108
+    budget = measure_budget(original, changed)
+    assert budget.linf == 8 and budget.mean_abs == pytest.approx(8 / (16 * 16 * 3))
+    assert budget.psnr == pytest.approx(10 * math.log10(255**2 / (64 / (16 * 16 * 3))))
+    assert measure_budget(original[:2, :2], changed[:2, :2]).ssim == 1.0  # too small for SSIM
+
+
+def test_size_change_is_an_error() -> None:
+    with pytest.raises(ValueError, match="size changed"):
+        measure_budget(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8))
+
+
+def test_totals_report_the_worst_figures() -> None:
+    photos = [
+        {"budget": {"linf": 8, "mean_abs": 6.0, "psnr": 31.0, "ssim": 0.9}},
+        {"budget": {"linf": 5, "mean_abs": 2.0, "psnr": None, "ssim": 0.99}},
+    ]
+    summary = totals(photos, [{"source": "x.jpg", "error": "bad"}])
+    assert summary == {
+        "photos": 3,
+        "protected": 2,
+        "failed": 1,
+        "max_linf": 8,
+        "mean_abs": 4.0,
+        "min_psnr": 31.0,
+        "min_ssim": 0.9,
+    }
+
+
+def test_learnability_split_holds_out_a_seeded_share_per_class() -> None:
+    photos = [{"class": "a", "output": f"a{i}"} for i in range(9)] + [
+        {"class": "b", "output": f"b{i}"} for i in range(3)
+    ]
+    splits = split_photos(photos, holdout=0.34, seed=1)
+    assert (len(splits["a"].test), len(splits["a"].train)) == (4, 5)
+    assert (len(splits["b"].test), len(splits["b"].train)) == (2, 1)
+    assert splits == split_photos(photos, holdout=0.34, seed=1)
+    with pytest.raises(SetupError, match="at least 2"):
+        split_photos([{"class": "c", "output": "c0"}], holdout=0.3, seed=0)
