@@ -31,10 +31,10 @@ class ProtectConfig:
     """Everything that decides the noise. Defaults were chosen by measurement (see README)."""
 
     eps: int = 8
-    mode: NoiseForm = NoiseForm.CLASS
+    mode: NoiseForm = NoiseForm.SAMPLE
     resolution: int = 32
     rounds: int = 10
-    min_rounds: int = 10
+    min_rounds: int = 5
     steps: int = 20
     step_size: float | None = None  # levels; default eps / 10
     train_steps: int = 10

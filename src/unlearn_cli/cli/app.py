@@ -89,8 +89,9 @@ def protect(
     ] = None,
     eps: Annotated[int, typer.Option(help="L-inf budget in 8-bit pixel levels.")] = 8,
     mode: Annotated[
-        Mode, typer.Option(help="Noise form: one noise per class (stronger here) or per photo.")
-    ] = Mode.class_,
+        Mode,
+        typer.Option(help="Noise form: one noise per photo, or one shared by a whole class."),
+    ] = Mode.sample,
     surrogate: Annotated[
         str | None,
         typer.Option(
@@ -129,7 +130,7 @@ def protect(
     min_rounds: Annotated[
         int,
         typer.Option(help="Rounds before the stop rule may fire.", rich_help_panel=OPTIMISATION),
-    ] = 10,
+    ] = 5,
     steps: Annotated[
         int, typer.Option(help="PGD steps on the noise per round.", rich_help_panel=OPTIMISATION)
     ] = 20,
