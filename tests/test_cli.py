@@ -204,3 +204,36 @@ def test_offline_default_surrogate_error_names_the_flag(photo_folder: Path, monk
     result = run("protect", str(photo_folder), *FAST_OPTIONS)
     assert result.exit_code == 2
     assert "--surrogate DIR" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_cleanly_with_exit_code_130(photo_folder: Path, tiny_surrogate: Path) -> None:
+    import signal
+    import time
+
+    unlearn = Path(sys.executable).parent / "unlearn"
+    before = {p.name: sha256_file(p) for p in photo_folder.iterdir()}
+    process = subprocess.Popen(
+        [
+            str(unlearn),
+            "protect",
+            str(photo_folder),
+            "--surrogate",
+            str(tiny_surrogate),
+            "--rounds",
+            "1000",
+            "--min-rounds",
+            "1000",
+            "--resolution",
+            "16",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert {p.name: sha256_file(p) for p in photo_folder.iterdir()} == before

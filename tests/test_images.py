@@ -147,3 +147,14 @@ def test_an_output_that_would_overwrite_an_original_is_refused(tmp_path: Path) -
     _touch_images(tmp_path, ["a.png"])
     with pytest.raises(SetupError, match="would overwrite an original"):
         collect_inputs([str(tmp_path / "a.png")], tmp_path, ClassLayout.AUTO)
+
+
+def test_rgb_colour_profile_is_carried_to_the_output(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pattern_image(4).save(tmp_path / "p.jpg", icc_profile=profile)
+    photo = load_photo(tmp_path / "p.jpg")
+    assert photo.icc_profile == profile
+    write_png_atomic(tmp_path / "o.png", photo.rgb, photo.alpha, photo.icc_profile)
+    assert Image.open(tmp_path / "o.png").info.get("icc_profile") == profile

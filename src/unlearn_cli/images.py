@@ -53,10 +53,12 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Photo:
-    """An upright 8-bit RGB photo (H x W x 3) and its untouched alpha channel, if any."""
+    """An upright 8-bit RGB photo (H x W x 3), its untouched alpha channel and its RGB colour
+    profile (ICC), if any: the profile travels to the output so colours display the same."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -75,6 +77,7 @@ def load_photo(path: Path) -> Photo:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         detail = str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
         raise ImageError(path, f"cannot decode image ({detail or type(error).__name__})") from error
+    icc_profile = upright.info.get("icc_profile") if upright.mode in ("RGB", "RGBA") else None
     alpha = None
     if upright.mode in ("RGBA", "LA", "PA") or (
         upright.mode == "P" and "transparency" in upright.info
@@ -84,7 +87,7 @@ def load_photo(path: Path) -> Photo:
         rgb = np.asarray(rgba.convert("RGB"))
     else:
         rgb = np.asarray(upright.convert("RGB"))
-    return Photo(np.ascontiguousarray(rgb), alpha)
+    return Photo(np.ascontiguousarray(rgb), alpha, icc_profile or None)
 
 
 def resize_for_model(photo: Photo, resolution: int) -> torch.Tensor:
@@ -111,7 +114,12 @@ def apply_noise(photo: Photo, noise: torch.Tensor, eps_levels: int) -> np.ndarra
     return np.clip(protected, 0, 255).astype(np.uint8)
 
 
-def write_png_atomic(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
+def write_png_atomic(
+    path: Path,
+    rgb: np.ndarray,
+    alpha: np.ndarray | None = None,
+    icc_profile: bytes | None = None,
+) -> None:
     """Write a lossless PNG through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(rgb, "RGB")
@@ -120,7 +128,7 @@ def write_png_atomic(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = Non
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG", compress_level=6)
+            image.save(stream, format="PNG", compress_level=6, icc_profile=icc_profile)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

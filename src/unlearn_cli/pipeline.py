@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -177,15 +178,7 @@ def protect(
     noise = result.per_image(labels.to(result.noise.device)).cpu()
 
     emit(PhaseStarted("writing protected photos", len(prepared)))
-    written = []
-    for item, photo_noise in zip(prepared, noise, strict=True):
-        try:
-            written.append(_write_one(item, photo_noise, input_set.output_root, config.eps))
-        except (ImageError, OSError, ValueError) as error:
-            message = error.reason if isinstance(error, ImageError) else str(error)
-            failures.append({"source": item.photo.relative.as_posix(), "error": message})
-            emit(PhotoFailed(str(item.photo.path), message))
-        emit(PhaseAdvanced())
+    written: list[dict] = []
     optimisation = {
         "device": str(device),
         "surrogate_model": config.surrogate_model,
@@ -201,7 +194,8 @@ def protect(
             for r in result.rounds
         ],
     }
-    return _finish(
+    finish = partial(
+        _finish,
         input_set,
         config,
         chosen_surrogate,
@@ -213,6 +207,19 @@ def protect(
         class_names,
         optimisation,
     )
+    try:
+        for item, photo_noise in zip(prepared, noise, strict=True):
+            try:
+                written.append(_write_one(item, photo_noise, input_set.output_root, config.eps))
+            except (ImageError, OSError, ValueError) as error:
+                message = error.reason if isinstance(error, ImageError) else str(error)
+                failures.append({"source": item.photo.relative.as_posix(), "error": message})
+                emit(PhotoFailed(str(item.photo.path), message))
+            emit(PhaseAdvanced())
+    except KeyboardInterrupt:
+        finish(interrupted=True)  # what is written stays listed in the manifest
+        raise
+    return finish()
 
 
 def _prepare_photos(
@@ -338,7 +345,7 @@ def _write_one(item: _Prepared, noise: torch.Tensor, output_root: Path, eps: int
     original = load_photo(item.photo.path)
     protected_rgb = apply_noise(original, noise, eps)
     target = output_root / item.photo.output
-    write_png_atomic(target, protected_rgb, original.alpha)
+    write_png_atomic(target, protected_rgb, original.alpha, original.icc_profile)
     written = load_photo(target)
     budget = measure_budget(original.rgb, written.rgb)
     if budget.linf > eps:  # the guarantee is by construction; never ship a file that breaks it
@@ -373,6 +380,7 @@ def _finish(
     started: float,
     class_names: list[str],
     optimisation: dict | None = None,
+    interrupted: bool = False,
 ) -> ProtectResult:
     import torchvision
 
@@ -385,6 +393,7 @@ def _finish(
             "torchvision": torchvision.__version__,
         },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "interrupted": interrupted,
         "settings": config.as_dict(),
         "input_root": str(input_set.root),
         "classes": class_names,

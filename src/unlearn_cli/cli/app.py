@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -46,6 +47,15 @@ class EmbedderChoice(StrEnum):
     auto = "auto"
     face = "face"
     surrogate = "surrogate"
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (a batch system stopping us) ends a run like Ctrl-C: cleanly, exit code 130."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _version(value: bool) -> None:
@@ -209,6 +219,7 @@ def protect(
     from .output import ProgressView, consoles, print_budget_table, print_json
 
     stdout, stderr = consoles()
+    stop_cleanly_on_sigterm()
     try:
         from ..config import ClassLayout, Embedder, ProtectConfig
         from ..engine.minmin import NoiseForm
@@ -347,6 +358,7 @@ def verify(
     from .output import consoles, print_json, print_verify
 
     stdout, stderr = consoles()
+    stop_cleanly_on_sigterm()
     try:
         from ..verify import read_manifest, verify_files
 
