@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from unlearn_cli.config import ClassLayout
 from unlearn_cli.errors import ImageError, NoImagesError, SetupError
-from unlearn_cli.images import find_images, load_photo, write_png_atomic
+from unlearn_cli.images import apply_noise, find_images, load_photo, write_png_atomic
 from unlearn_cli.inputs import collect_inputs, plan_output_names
 
 from .conftest import pattern_image
@@ -62,7 +63,29 @@ def test_grayscale_and_palette_become_rgb(tmp_path: Path) -> None:
     pattern_image(2, mode="L").save(tmp_path / "g.png")
     pattern_image(3).convert("P").save(tmp_path / "p.gif")
     assert load_photo(tmp_path / "g.png").rgb.shape == (24, 24, 3)
+    assert load_photo(tmp_path / "g.png").grayscale
     assert load_photo(tmp_path / "p.gif").rgb.shape == (24, 24, 3)
+    assert not load_photo(tmp_path / "p.gif").grayscale
+
+
+def test_black_and_white_photos_stay_black_and_white(tmp_path: Path) -> None:
+    pattern_image(5, (30, 20), mode="L").save(tmp_path / "bw.png")
+    photo = load_photo(tmp_path / "bw.png")
+    noise = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    protected = apply_noise(photo, noise, 8)
+    assert (protected[..., 0] == protected[..., 1]).all() and (
+        protected[..., 1] == protected[..., 2]
+    ).all()
+    assert np.abs(protected.astype(int) - photo.rgb.astype(int)).max() <= 8
+    write_png_atomic(tmp_path / "out.png", protected, grayscale=True)
+    assert Image.open(tmp_path / "out.png").mode == "L"
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
+    deep = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    photo = load_photo(tmp_path / "deep.png")
+    assert photo.rgb[0, :, 0].tolist() == [0, 100, 255] and photo.grayscale
 
 
 def test_undecodable_file_is_one_clear_error(tmp_path: Path) -> None:

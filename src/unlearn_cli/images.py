@@ -54,11 +54,13 @@ def sha256_file(path: Path) -> str:
 @dataclass(frozen=True)
 class Photo:
     """An upright 8-bit RGB photo (H x W x 3), its untouched alpha channel and its RGB colour
-    profile (ICC), if any: the profile travels to the output so colours display the same."""
+    profile (ICC), if any: the profile travels to the output so colours display the same.
+    A black-and-white photo stays black-and-white: it gets grey noise and is written grey."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
     icc_profile: bytes | None = None
+    grayscale: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -77,6 +79,12 @@ def load_photo(path: Path) -> Photo:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         detail = str(error).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
         raise ImageError(path, f"cannot decode image ({detail or type(error).__name__})") from error
+    if upright.mode.startswith("I"):  # 16- or 32-bit grey: scale to 8 bits, do not clip
+        deep = np.asarray(upright, dtype=np.int64)
+        if deep.max() > 255:
+            deep = (deep + 128) // 257
+        upright = Image.fromarray(np.clip(deep, 0, 255).astype(np.uint8), "L")
+    grayscale = upright.mode in ("1", "L", "LA")
     icc_profile = upright.info.get("icc_profile") if upright.mode in ("RGB", "RGBA") else None
     alpha = None
     if upright.mode in ("RGBA", "LA", "PA") or (
@@ -87,7 +95,7 @@ def load_photo(path: Path) -> Photo:
         rgb = np.asarray(rgba.convert("RGB"))
     else:
         rgb = np.asarray(upright.convert("RGB"))
-    return Photo(np.ascontiguousarray(rgb), alpha, icc_profile or None)
+    return Photo(np.ascontiguousarray(rgb), alpha, icc_profile or None, grayscale)
 
 
 def resize_for_model(photo: Photo, resolution: int) -> torch.Tensor:
@@ -110,6 +118,8 @@ def apply_noise(photo: Photo, noise: torch.Tensor, eps_levels: int) -> np.ndarra
     levels = noise.detach().float().cpu().unsqueeze(0) * 255.0
     levels = F.interpolate(levels, size=(height, width), mode="bilinear", align_corners=False)[0]
     levels = levels.clamp_(-eps_levels, eps_levels).permute(1, 2, 0).numpy()
+    if photo.grayscale:
+        levels = levels.mean(axis=2, keepdims=True)
     protected = np.rint(photo.rgb.astype(np.float32) + levels)
     return np.clip(protected, 0, 255).astype(np.uint8)
 
@@ -119,10 +129,12 @@ def write_png_atomic(
     rgb: np.ndarray,
     alpha: np.ndarray | None = None,
     icc_profile: bytes | None = None,
+    grayscale: bool = False,
 ) -> None:
-    """Write a lossless PNG through a temporary file renamed into place."""
+    """Write a lossless PNG (grey when ``grayscale``) through a temporary file renamed into
+    place, so that no half-written file is ever seen under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(rgb, "RGB")
+    image = Image.fromarray(rgb[:, :, 0], "L") if grayscale else Image.fromarray(rgb, "RGB")
     if alpha is not None:
         image.putalpha(Image.fromarray(alpha, "L"))
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

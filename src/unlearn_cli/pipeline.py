@@ -345,7 +345,9 @@ def _write_one(item: _Prepared, noise: torch.Tensor, output_root: Path, eps: int
     original = load_photo(item.photo.path)
     protected_rgb = apply_noise(original, noise, eps)
     target = output_root / item.photo.output
-    write_png_atomic(target, protected_rgb, original.alpha, original.icc_profile)
+    write_png_atomic(
+        target, protected_rgb, original.alpha, original.icc_profile, original.grayscale
+    )
     written = load_photo(target)
     budget = measure_budget(original.rgb, written.rgb)
     if budget.linf > eps:  # the guarantee is by construction; never ship a file that breaks it
