@@ -12,7 +12,7 @@ stops once that accuracy reaches ``stop_accuracy`` after at least ``min_rounds``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -79,6 +79,10 @@ class MinMinResult:
     def per_image(self, labels: torch.Tensor) -> torch.Tensor:
         """Noise of every protected image, whatever the form."""
         return self.noise[labels] if self.form is NoiseForm.CLASS else self.noise
+
+    def of(self, index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Noise of the protected images at ``index`` (``labels`` are all images' labels)."""
+        return self.noise[labels[index]] if self.form is NoiseForm.CLASS else self.noise[index]
 
 
 def project(noise: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:
@@ -167,7 +171,7 @@ class ErrorMinimizingNoise:
     def _train(
         self,
         optimizer: torch.optim.Optimizer,
-        batches,
+        batches: Iterator[torch.Tensor],
         protected: torch.Tensor,
         protected_labels: torch.Tensor,
         others: torch.Tensor,
@@ -185,7 +189,7 @@ class ErrorMinimizingNoise:
             rest = index[~is_protected] - count
             images = torch.cat(
                 [
-                    (protected[own] + result.per_image(protected_labels)[own]).clamp(0, 1),
+                    (protected[own] + result.of(own, protected_labels)).clamp(0, 1),
                     others[rest],
                 ]
             )
@@ -210,10 +214,10 @@ class ErrorMinimizingNoise:
         try:
             for _ in range(s.steps):
                 updates = []
-                for start in range(0, len(protected), 256):
-                    images = protected[start : start + 256]
-                    targets = labels[start : start + 256]
-                    noise = result.per_image(labels)[start : start + 256].clone().requires_grad_()
+                for index in torch.arange(len(protected), device=self.device).split(256):
+                    images = protected[index]
+                    targets = labels[index]
+                    noise = result.of(index, labels).clone().requires_grad_()
                     inputs = (images + noise).clamp(0, 1)
                     if s.augment is not None:
                         inputs = random_affine(inputs, generator, s.augment)
