@@ -106,8 +106,8 @@ def _stripes(seed: int, angle: float, size: int = 32) -> Image.Image:
 
 
 def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_path: Path) -> None:
-    """A tiny setting that runs in seconds: stripe classes, a large budget (eps 64) so that the
-    effect is unmistakable, one small attacker at 32 px."""
+    """A tiny setting that runs in seconds: stripe classes, class-wise noise with a large budget
+    (eps 64) so that the effect is unmistakable, one small attacker."""
     seed = 0
     for name, angle in {"me": 0.0, "ref/a": np.pi / 4, "ref/b": np.pi / 2, "ref/c": 2.4}.items():
         (tmp_path / name).mkdir(parents=True)
@@ -123,6 +123,8 @@ def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_pa
             str(tmp_path / "ref"),
             "--eps",
             "64",
+            "--mode",
+            "class",
             "--resolution",
             "16",
             "--rounds",
