@@ -23,13 +23,14 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from unlearn_cli.cache import cache_key
 from unlearn_cli.config import ClassLayout, ProtectConfig
 from unlearn_cli.engine import (
     AugmentSettings,
@@ -154,9 +155,9 @@ def protect(
 
 
 def protect_with_pipeline(
-    user_paths: list[Path], surrogate: list[str], seed: int
+    user_paths: list[Path], surrogate: list[str], seed: int, config: ProtectConfig | None = None
 ) -> tuple[list[np.ndarray], dict]:
-    """The real `unlearn protect` pipeline with its default settings, on temporary folders."""
+    """The real `unlearn protect` pipeline (default settings unless given), on temporary folders."""
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         for name in surrogate:
@@ -167,7 +168,8 @@ def protect_with_pipeline(
         for path in user_paths:
             shutil.copy(path, user / path.name)
         input_set = collect_inputs([str(user)], work / "out", ClassLayout.AUTO)
-        result = run_protect(input_set, ProtectConfig(seed=seed), surrogate=str(work / "surrogate"))
+        config = replace(config or ProtectConfig(), seed=seed)
+        result = run_protect(input_set, config, surrogate=str(work / "surrogate"))
         rgbs = [
             load_photo(work / "out" / photo["output"]).rgb for photo in result.manifest["photos"]
         ]
@@ -226,7 +228,7 @@ def evaluate(
             rgbs = [photo.rgb for photo in user_photos]
             return {"plain": attack_row(rgbs, held_out, references, seed)}
         started = time.perf_counter()
-        if setting.name == "defaults":
+        if setting.name.startswith("defaults"):
             rgbs, manifest = protect_with_pipeline(protected_paths, surrogate, seed)
             rounds = [
                 (r["round"], r["protected_accuracy"]) for r in manifest["optimisation"]["rounds"]
@@ -251,8 +253,10 @@ def evaluate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=["tune", "tune-jpeg", "report"], required=True)
+    phases = ["tune", "tune-jpeg", "transfer", "report"]
+    parser.add_argument("--phase", choices=phases, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("UNLEARN_CACHE_DIR", str(ROOT / "results" / "cache" / "unlearn"))
@@ -262,16 +266,20 @@ def main() -> None:
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]
         ACTIVE_ATTACKERS, WITH_JPEG = ["vgg_small"], False
+    elif args.phase == "transfer":  # the best candidates against a ResNet-18 attacker
+        users, seeds = TUNE_USERS, [0]
+        settings = [s for s in GRID if s.name in ("class32-aug", "sample32-aug")]
+        ACTIVE_ATTACKERS, WITH_JPEG = ["resnet18_imagenet"], False
     elif args.phase == "tune-jpeg":  # the best candidates of the grid, also after JPEG-75
         users, seeds = TUNE_USERS, [0]
         settings = [s for s in GRID if s.name in ("class32-aug", "sample32-aug")]
         ACTIVE_ATTACKERS = ["vgg_small"]
     else:
         users, seeds = REPORT_USERS, [0, 1, 2]
+        WITH_JPEG = args.jpeg
         defaults = ProtectConfig()
-        settings = [
-            Setting("defaults", defaults.mode, defaults.resolution, defaults.augment, False)
-        ]
+        name = f"defaults-{cache_key(defaults.as_dict())[:8]}"  # rows follow the defaults
+        settings = [Setting(name, defaults.mode, defaults.resolution, defaults.augment, False)]
     table = {}
     for seed in seeds:
         for user in users:

@@ -33,8 +33,8 @@ class ProtectConfig:
     eps: int = 8
     mode: NoiseForm = NoiseForm.SAMPLE
     resolution: int = 32
-    rounds: int = 10
-    min_rounds: int = 5
+    rounds: int = 20
+    min_rounds: int = 20
     steps: int = 20
     step_size: float | None = None  # levels; default eps / 10
     train_steps: int = 10

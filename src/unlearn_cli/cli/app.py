@@ -136,11 +136,11 @@ def protect(
     ] = 32,
     rounds: Annotated[
         int, typer.Option(help="Maximum min-min rounds.", rich_help_panel=OPTIMISATION)
-    ] = 10,
+    ] = 20,
     min_rounds: Annotated[
         int,
         typer.Option(help="Rounds before the stop rule may fire.", rich_help_panel=OPTIMISATION),
-    ] = 5,
+    ] = 20,
     steps: Annotated[
         int, typer.Option(help="PGD steps on the noise per round.", rich_help_panel=OPTIMISATION)
     ] = 20,
