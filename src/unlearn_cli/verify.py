@@ -112,14 +112,9 @@ def unknown_files(folder: Path, manifest: dict) -> list[str]:
     ]
 
 
-def verify_files(folder: Path, originals: Path | None = None, on_photo=None) -> dict:
+def verify_files(folder: Path, manifest: dict, originals: Path | None = None) -> dict:
     """The budget and integrity checks over a protected folder, as a JSON-ready report."""
-    manifest = read_manifest(folder)
-    verdicts = []
-    for photo in manifest["photos"]:
-        verdicts.append(check_photo(folder, manifest, photo, originals))
-        if on_photo is not None:
-            on_photo(verdicts[-1])
+    verdicts = [check_photo(folder, manifest, photo, originals) for photo in manifest["photos"]]
     extra = unknown_files(folder, manifest)
     budget_failed = [v.output for v in verdicts if not v.budget_ok]
     integrity_failed = [v.output for v in verdicts if v.integrity != "ok"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from .. import __version__
 
@@ -50,12 +53,38 @@ class EmbedderChoice(StrEnum):
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM (a batch system stopping us) is handled like Ctrl-C."""
     raise KeyboardInterrupt
 
 
-def stop_cleanly_on_sigterm() -> None:
-    """SIGTERM (a batch system stopping us) ends a run like Ctrl-C: cleanly, exit code 130."""
+@contextmanager
+def exit_codes(stderr: Console, debug: bool) -> Iterator[None]:
+    """Library errors become one line on stderr and the documented exit code; SIGTERM and
+    Ctrl-C end the run cleanly with 130."""
+    from ..errors import SetupError, UnlearnError
+
     signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        stderr.print("interrupted", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except SetupError as error:
+        stderr.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except UnlearnError as error:
+        stderr.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_PHOTO_FAILED) from None
+    except Exception as error:
+        if debug:
+            raise
+        stderr.print(
+            f"error: unexpected {type(error).__name__}: {error} "
+            "(run with --debug for the traceback)",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_PHOTO_FAILED) from None
 
 
 def _version(value: bool) -> None:
@@ -215,12 +244,10 @@ def protect(
     Writes lossless PNG copies (every pixel within --eps levels of the upright original) and
     unlearn-manifest.json with the settings, the surrogate classes used and a budget report.
     """
-    from ..errors import SetupError, UnlearnError
     from .output import ProgressView, consoles, print_budget_table, print_json
 
     stdout, stderr = consoles()
-    stop_cleanly_on_sigterm()
-    try:
+    with exit_codes(stderr, debug):
         from ..config import ClassLayout, Embedder, ProtectConfig
         from ..engine.minmin import NoiseForm
         from ..inputs import collect_inputs
@@ -254,25 +281,6 @@ def protect(
                 exclude_classes=frozenset(exclude_class or ()),
                 on_event=view,
             )
-    except KeyboardInterrupt:
-        stderr.print("interrupted", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except SetupError as error:
-        stderr.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except UnlearnError as error:
-        stderr.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_PHOTO_FAILED) from None
-    except Exception as error:
-        if debug:
-            raise
-        stderr.print(
-            f"error: unexpected {type(error).__name__}: {error} (run with --debug for the "
-            "traceback)",
-            highlight=False,
-            markup=False,
-        )
-        raise typer.Exit(EXIT_PHOTO_FAILED) from None
     if as_json:
         print_json(result.manifest)
     elif not quiet:
@@ -354,12 +362,10 @@ def verify(
 ) -> None:
     """Check protected photos: budget against the originals, integrity against the manifest,
     and (with --learnability) whether a model can still learn them."""
-    from ..errors import SetupError
     from .output import consoles, print_json, print_verify
 
     stdout, stderr = consoles()
-    stop_cleanly_on_sigterm()
-    try:
+    with exit_codes(stderr, debug):
         from ..verify import read_manifest, verify_files
 
         manifest = read_manifest(folder)
@@ -382,7 +388,7 @@ def verify(
         if status:
             status.start()
         try:
-            result = verify_files(folder, originals)
+            result = verify_files(folder, manifest, originals)
             if settings is not None:
                 from ..learnability import measure_learnability
 
@@ -403,22 +409,6 @@ def verify(
             result["report_files"] = [
                 str(p) for p in write_report(report, folder, manifest, result, originals)
             ]
-    except KeyboardInterrupt:
-        stderr.print("interrupted", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except SetupError as error:
-        stderr.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except Exception as error:
-        if debug:
-            raise
-        stderr.print(
-            f"error: unexpected {type(error).__name__}: {error} (run with --debug for the "
-            "traceback)",
-            highlight=False,
-            markup=False,
-        )
-        raise typer.Exit(EXIT_PHOTO_FAILED) from None
     if as_json:
         print_json(result)
     else:
