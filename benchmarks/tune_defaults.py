@@ -51,6 +51,7 @@ FACES = ROOT.parent.parent / "shared" / "data" / "faces"
 CACHE = ROOT / "results" / "cache" / "tune"
 ACTIVE_ATTACKERS = ["vgg_small", "resnet18_imagenet"]
 WITH_JPEG = True
+CACHED_ONLY = False  # summarise the rows measured so far without computing the others
 ATTACK_RESOLUTION = 64
 HELD_OUT = 40
 PROTECTED = 60
@@ -203,10 +204,12 @@ def attack_row(
     return row
 
 
-def cached(key: str, compute) -> dict:
+def cached(key: str, compute) -> dict | None:
     path = CACHE / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
+    if CACHED_ONLY:
+        return None
     started = time.perf_counter()
     value = compute()
     value["seconds"] = round(time.perf_counter() - started, 1)
@@ -247,7 +250,8 @@ def evaluate(
 
     suffix = "-jpeg" if WITH_JPEG and setting is not None else ""
     row = cached(f"{user}-{name}-{seed}-{'+'.join(ACTIVE_ATTACKERS)}{suffix}", compute)
-    print(f"{user:18s} {name:18s} seed {seed}: {json.dumps(row)}", flush=True)
+    if row is not None:
+        print(f"{user:18s} {name:18s} seed {seed}: {json.dumps(row)}", flush=True)
     return row
 
 
@@ -257,12 +261,16 @@ def main() -> None:
     parser.add_argument("--phase", choices=phases, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
+    parser.add_argument(
+        "--cached-only", action="store_true", help="summarise the rows measured so far"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("UNLEARN_CACHE_DIR", str(ROOT / "results" / "cache" / "unlearn"))
     surrogate, attacker_pool = split_identities()
     print(f"surrogate identities: {surrogate}\nattacker identities: {attacker_pool}", flush=True)
-    global ACTIVE_ATTACKERS, WITH_JPEG
+    global ACTIVE_ATTACKERS, WITH_JPEG, CACHED_ONLY
+    CACHED_ONLY = args.cached_only
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]
         ACTIVE_ATTACKERS, WITH_JPEG = ["vgg_small"], False
@@ -286,11 +294,12 @@ def main() -> None:
             if user not in attacker_pool:
                 raise SystemExit(f"{user} must be one of the attacker identities")
             references = [n for n in attacker_pool if n != user]
-            table.setdefault("clean", []).append(evaluate(user, None, seed, surrogate, references))
+            rows = {"clean": evaluate(user, None, seed, surrogate, references)}
             for setting in settings:
-                table.setdefault(setting.name, []).append(
-                    evaluate(user, setting, seed, surrogate, references)
-                )
+                rows[setting.name] = evaluate(user, setting, seed, surrogate, references)
+            if all(row is not None for row in rows.values()):  # only complete user-seed pairs
+                for name, row in rows.items():
+                    table.setdefault(name, []).append({"user": user, "seed": seed, **row})
     print("\nsetting             attack    " + "  ".join(f"{a:>18s}" for a in ACTIVE_ATTACKERS))
     summary = {}
     for name, rows in table.items():
@@ -306,7 +315,16 @@ def main() -> None:
                 + "  ".join(f"{medians[a]:18.2f}" for a in ACTIVE_ATTACKERS)
             )
     out = ROOT / "results" / f"tune_defaults_{args.phase}.json"
-    out.write_text(json.dumps({"summary": summary, "rows": table}, indent=2))
+    measured = {
+        "phase": args.phase,
+        "users": users,
+        "seeds": seeds,
+        "attackers": ACTIVE_ATTACKERS,
+        "protect_defaults": ProtectConfig().as_dict() if args.phase == "report" else None,
+        "summary": summary,
+        "rows": table,
+    }
+    out.write_text(json.dumps(measured, indent=2))
     print(f"wrote {out}")
 
 

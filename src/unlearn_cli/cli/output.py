@@ -111,7 +111,7 @@ def print_budget_table(console: Console, manifest: dict, manifest_path: str) -> 
     if manifest["photos"]:
         table.add_section()
         table.add_row(
-            f"total: {totals['protected']} protected, {totals['failed']} failed",
+            f"total: {totals['protected']}/{totals['photos']} written",
             "",
             "",
             str(totals["max_linf"]),
