@@ -332,7 +332,7 @@ def verify(
         list[str] | None,
         typer.Option(
             "--architecture",
-            help="Attacker architecture (repeatable) \\[default: vgg_small, mobilenet].",
+            help="Attacker architecture (repeatable) \\[default: vgg_small, resnet18_imagenet].",
             show_default=False,
         ),
     ] = None,
