@@ -12,7 +12,7 @@ import os
 import pickle
 import shutil
 import urllib.error
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,6 @@ class Surrogate:
     classes: tuple[SurrogateClass, ...]
     excluded: tuple[tuple[str, str], ...] = ()  # (class name, reason)
     crop: tuple[int, int, int, int] | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def resolve_surrogate(

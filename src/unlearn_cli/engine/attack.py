@@ -35,10 +35,6 @@ class AttackResult:
     recognised: dict[int, float]
     curve: list[dict[int, float]] = field(default_factory=list)
 
-    @property
-    def mean_recognised(self) -> float:
-        return sum(self.recognised.values()) / len(self.recognised)
-
 
 def recognition_rates(
     predictions: torch.Tensor, labels: torch.Tensor, targets: list[int]

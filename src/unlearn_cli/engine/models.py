@@ -34,11 +34,6 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the classifier head (new class set), keeping the trained backbone."""
-        device = self.head.weight.device
-        self.head = nn.Linear(self.feature_dim, num_classes).to(device)
-
 
 class _BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
