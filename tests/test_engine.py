@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,42 @@ def test_matching_finds_the_nearest_classes_on_separable_features() -> None:
     assert len(match.random_extra) == 1 and match.random_extra[0] not in match.nearest[0]
     everything = match_classes(protected, surrogate, k=10, extra_random=2, generator=generator)
     assert everything.selected == list(range(6)) and everything.random_extra == []
+
+
+@pytest.mark.parametrize("form", [NoiseForm.SAMPLE, NoiseForm.CLASS])
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_noise(form: NoiseForm) -> None:
+    own, own_labels = _separable(6, 2, seed=5)
+    others, other_labels = _separable(8, 2, seed=6)
+    other_labels = other_labels + 2
+    settings_ = MinMinSettings(
+        steps=2,
+        train_steps=3,
+        max_rounds=4,
+        min_rounds=4,
+        form=form,
+        batch_size=5,
+        augment=AugmentSettings(),
+    )
+
+    def run(max_rounds: int, resume=None) -> tuple:
+        checkpoints = []
+        model = create_model("vgg_small", 4, seed=0)
+        result = ErrorMinimizingNoise(
+            model, dataclasses.replace(settings_, max_rounds=max_rounds, min_rounds=max_rounds)
+        ).generate(
+            own,
+            own_labels,
+            others,
+            other_labels,
+            torch.Generator().manual_seed(0),
+            on_checkpoint=checkpoints.append,
+            resume=resume,
+        )
+        return result, checkpoints
+
+    straight, _ = run(4)
+    _, checkpoints = run(2)
+    assert [len(c.rounds) for c in checkpoints] == [1, 2]
+    resumed, _ = run(4, resume=checkpoints[-1])
+    assert [r.round for r in resumed.rounds] == [1, 2, 3, 4]
+    assert torch.equal(resumed.noise, straight.noise)

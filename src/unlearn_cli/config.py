@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
+from .cache import cache_key
 from .engine.minmin import NoiseForm
 from .engine.models import MODELS
 from .errors import SetupError
+from .images import DEFAULT_MAX_PIXELS
+from .metadata import MetadataPolicy
 
 
 class ClassLayout(StrEnum):
@@ -28,7 +31,8 @@ class Embedder(StrEnum):
 
 @dataclass(frozen=True)
 class ProtectConfig:
-    """Everything that decides the noise. Defaults were chosen by measurement (see README)."""
+    """Everything that decides the written files. Defaults were chosen by measurement (see
+    README)."""
 
     eps: int = 8
     mode: NoiseForm = NoiseForm.SAMPLE
@@ -49,6 +53,8 @@ class ProtectConfig:
     classes: ClassLayout = ClassLayout.AUTO
     seed: int = 0
     device: str = "auto"
+    metadata: MetadataPolicy = MetadataPolicy.LOCATION
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,6 +79,8 @@ class ProtectConfig:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.max_pixels < 1:
+            problems.append(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if problems:
             raise SetupError("; ".join(problems))
 
@@ -83,6 +91,14 @@ class ProtectConfig:
     @property
     def effective_step_size(self) -> float:
         return self.step_size if self.step_size is not None else self.eps / 10
+
+    @property
+    def output_key(self) -> str:
+        """Identity of the settings that shape a written file (the device does not): a photo
+        protected under the same key need not be protected again."""
+        values = self.as_dict()
+        del values["device"]
+        return cache_key(values)
 
     def as_dict(self) -> dict:
         values = asdict(self)

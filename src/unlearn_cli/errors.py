@@ -28,3 +28,8 @@ class ImageError(UnlearnError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class OutputError(UnlearnError):
+    """The output location stopped accepting files (disk full, read-only): the run stops, with
+    what was written kept and listed in the manifest (exit code 1)."""

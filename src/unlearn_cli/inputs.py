@@ -34,6 +34,7 @@ class InputSet:
     root: Path
     output_root: Path
     photos: tuple[InputPhoto, ...]
+    skipped_folders: tuple[Path, ...] = ()  # earlier protected outputs inside the inputs
 
     @property
     def class_names(self) -> list[str]:
@@ -67,8 +68,9 @@ def collect_inputs(
             raise SetupError(f"--out {out} is the input folder itself; choose another folder")
 
     entries: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
     for folder in folders:
-        for path in find_images(folder, exclude=output_root):
+        for path in find_images(folder, exclude=output_root, skipped=skipped):
             relative = path.relative_to(folder)
             first = relative.parts[0] if len(relative.parts) > 1 else None
             entries.append((path, first or folder.name))
@@ -100,7 +102,7 @@ def collect_inputs(
                 f"{photo.path}: its protected copy would overwrite an original in {output_root}; "
                 "choose another --out"
             )
-    return InputSet(root=root, output_root=output_root, photos=photos)
+    return InputSet(root, output_root, photos, tuple(skipped))
 
 
 def _common_root(paths: list[Path], folders: list[Path]) -> Path:

@@ -6,11 +6,16 @@ progress as events, so that the CLI (or any caller) decides how to show it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -21,6 +26,7 @@ from .config import Embedder, ProtectConfig
 from .engine import (
     AugmentSettings,
     ErrorMinimizingNoise,
+    MinMinResult,
     MinMinSettings,
     RoundReport,
     TrainSettings,
@@ -30,10 +36,12 @@ from .engine import (
     match_classes,
     train,
 )
-from .errors import ImageError, SetupError
+from .engine.minmin import MinMinCheckpoint
+from .errors import ImageError, OutputError, SetupError
 from .faces import FACENET_INPUT, FaceEmbedder, facenet_available
 from .images import apply_noise, load_photo, resize_for_model, sha256_file, write_png_atomic
 from .inputs import InputPhoto, InputSet
+from .metadata import clean_metadata
 from .report import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -73,13 +81,53 @@ class Notice:
     message: str
 
 
-Event = PhaseStarted | PhaseAdvanced | RoundFinished | PhotoFailed | Notice
+@dataclass(frozen=True)
+class PhotoNote:
+    """A photo was protected, with something the user should know (e.g. 16-bit written as 8)."""
+
+    source: str
+    message: str
+
+
+Event = PhaseStarted | PhaseAdvanced | RoundFinished | PhotoFailed | PhotoNote | Notice
+
+WORK_FOLDER = ".unlearn-work"  # hidden: never taken for input; removed when a run completes
+CHECKPOINT_NAME = "checkpoint.pt"
+FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+MANIFEST_INTERVAL = 2.0  # seconds between manifest updates while photos are written
+
+
+class Action(StrEnum):
+    """What a run does with one photo (``--dry-run`` lists these)."""
+
+    PROTECT = "protect"
+    REDO = "redo"  # an earlier protected copy is out of date
+    SKIP = "skip"  # already protected from this original with these settings
+    REFUSE = "refuse"  # the output name is taken by a file unlearn did not write
+
+
+@dataclass(frozen=True)
+class PlannedPhoto:
+    photo: InputPhoto
+    sha256: str
+    action: Action
+    reason: str
+    previous: dict | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "source": self.photo.relative.as_posix(),
+            "output": self.photo.output.as_posix(),
+            "class": self.photo.class_name,
+            "action": str(self.action),
+            "reason": self.reason,
+        }
 
 
 @dataclass
 class ProtectResult:
     manifest: dict
-    manifest_path: Path
+    manifest_path: Path | None
     failures: list[dict] = field(default_factory=list)
 
 
@@ -109,28 +157,58 @@ def protect(
     surrogate: str | None = None,
     exclude_classes: frozenset[str] = frozenset(),
     on_event: Callable[[Event], None] | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    debug: bool = False,
 ) -> ProtectResult:
-    """Protect every photo of ``input_set``; see the module and README for what is written."""
-    emit = on_event or (lambda _event: None)
-    device = resolve_device(config.device)
-    started = time.perf_counter()
-    surrogate_root, spec = resolve_surrogate(surrogate)
-    class_names = input_set.class_names
-    failures: list[dict] = []
+    """Protect every photo of ``input_set``; see the module and README for what is written.
 
-    prepared = _prepare_photos(input_set, class_names, config.resolution, failures, emit)
+    A photo already protected from the same original with the same settings (as recorded in
+    the output folder's manifest) is kept, unless ``overwrite``; an interrupted optimisation
+    resumes from its last round. ``dry_run`` only plans: nothing is decoded or written.
+    ``debug`` lets unexpected errors of single photos raise instead of being recorded."""
+    emit = on_event or (lambda _event: None)
+    started = time.perf_counter()
+    output_root = input_set.output_root
+    run_key = cache_key(
+        config.output_key, surrogates.surrogate_choice(surrogate), sorted(exclude_classes)
+    )
+    failures: list[dict] = []
+    for folder in input_set.skipped_folders:
+        emit(Notice(f"{folder} holds protected output of an earlier run: not taken as input"))
+    previous = _previous_manifest(output_root, emit)
+    plan = _plan(input_set, previous, run_key, overwrite, failures, emit, debug)
+    if dry_run:
+        return _dry_run_result(input_set, config, plan, failures)
+    device = resolve_device(config.device)
+    todo = [item for item in plan if item.action in (Action.PROTECT, Action.REDO)]
+    surrogate_root, spec = resolve_surrogate(surrogate) if todo else (None, None)
+    _check_writable(output_root)
+    done = [item.previous for item in plan if item.action is Action.SKIP]
+    for item in plan:
+        if item.action is Action.REFUSE:
+            _record_failure(failures, emit, item.photo, item.reason)
+    manifest = _ManifestWriter(input_set, config, run_key, device, started, done, failures)
+    if previous is not None and previous.get("run_key") == run_key:
+        manifest.carry_over(previous)
+    if done:
+        emit(Notice(f"{len(done)} photo(s) already protected with these settings: kept"))
+    if not todo:
+        return manifest.save(final=True)
+    class_names = sorted({item.photo.class_name for item in todo})
+    prepared = _prepare_photos(todo, class_names, config, failures, emit, debug)
     if not prepared:
-        return _finish(input_set, config, None, None, [], failures, device, started, class_names)
+        return manifest.save(final=True)
+
     chosen_surrogate = load_surrogate(
         surrogate_root,
         spec,
-        protected_names=set(class_names),
+        protected_names=set(input_set.class_names),
         protected_hashes={item.sha256 for item in prepared},
         exclude=set(exclude_classes),
     )
     for name, reason in chosen_surrogate.excluded:
         emit(Notice(f"surrogate class {name} left out: {reason}"))
-
     emit(PhaseStarted("loading surrogate images"))
     surrogate_pixels, surrogate_labels = surrogates.surrogate_images(
         chosen_surrogate, config.resolution, config.max_per_class
@@ -145,17 +223,69 @@ def protect(
         device,
         emit,
     )
-
+    manifest.describe_surrogate(chosen_surrogate, matching, class_names)
     selected = matching.pop("selected_indices")
     remap = {old: len(class_names) + new for new, old in enumerate(selected)}
     keep = torch.tensor([int(label) in remap for label in surrogate_labels], dtype=torch.bool)
     other_images = surrogate_pixels[keep]
     other_labels = torch.tensor([remap[int(label)] for label in surrogate_labels[keep]])
 
+    checkpoint = _Checkpoint(
+        output_root / WORK_FOLDER / CHECKPOINT_NAME,
+        cache_key(run_key, [(p.photo.relative, p.sha256, p.photo.class_name) for p in prepared]),
+    )
+    resume = checkpoint.load()
+    if resume is not None:
+        emit(Notice(f"resuming the optimisation after round {len(resume.rounds)} (checkpoint)"))
     emit(PhaseStarted("optimising noise", config.rounds))
-    generator = torch.Generator().manual_seed(config.seed)
+    if resume is not None:
+        emit(PhaseAdvanced(len(resume.rounds)))
     model = create_model(config.surrogate_model, len(class_names) + len(selected), seed=config.seed)
-    settings = MinMinSettings(
+    labels = torch.tensor([item.label for item in prepared])
+    result = ErrorMinimizingNoise(model.to(device), _minmin_settings(config)).generate(
+        torch.stack([item.small for item in prepared]),
+        labels,
+        other_images,
+        other_labels,
+        torch.Generator().manual_seed(config.seed),
+        on_round=lambda report: emit(RoundFinished(report, config.rounds)),
+        on_checkpoint=checkpoint.save,
+        resume=resume,
+    )
+    manifest.describe_optimisation(config, result)
+    noise = result.per_image(labels.to(result.noise.device)).cpu()
+
+    emit(PhaseStarted("writing protected photos", len(prepared)))
+    try:
+        for item, photo_noise in zip(prepared, noise, strict=True):
+            try:
+                entry = _write_one(item, photo_noise, output_root, config)
+                manifest.add(entry)
+                for note in entry["notes"]:
+                    emit(PhotoNote(str(item.photo.path), note))
+            except OSError as error:
+                if error.errno in FATAL_WRITE_ERRORS:
+                    manifest.save(interrupted=True, best_effort=True)
+                    raise OutputError(
+                        f"cannot write to {output_root}: {error.strerror}; "
+                        f"{len(manifest.photos)} photo(s) are protected there: run the same "
+                        "command again to go on"
+                    ) from error
+                _record_failure(failures, emit, item.photo, _describe(error))
+            except Exception as error:  # one photo failing never stops the batch
+                if debug and not isinstance(error, ImageError | ValueError):
+                    raise
+                _record_failure(failures, emit, item.photo, _describe(error))
+            emit(PhaseAdvanced())
+    except KeyboardInterrupt:
+        manifest.save(interrupted=True)  # what is written stays listed in the manifest
+        raise
+    checkpoint.remove()
+    return manifest.save(final=True)
+
+
+def _minmin_settings(config: ProtectConfig) -> MinMinSettings:
+    return MinMinSettings(
         eps=config.eps / 255,
         step_size=config.effective_step_size / 255,
         steps=config.steps,
@@ -166,80 +296,180 @@ def protect(
         form=config.mode,
         augment=AugmentSettings() if config.augment else None,
     )
-    labels = torch.tensor([item.label for item in prepared])
-    result = ErrorMinimizingNoise(model.to(device), settings).generate(
-        torch.stack([item.small for item in prepared]),
-        labels,
-        other_images,
-        other_labels,
-        generator,
-        on_round=lambda report: emit(RoundFinished(report, config.rounds)),
-    )
-    noise = result.per_image(labels.to(result.noise.device)).cpu()
 
-    emit(PhaseStarted("writing protected photos", len(prepared)))
-    written: list[dict] = []
-    optimisation = {
-        "device": str(device),
-        "surrogate_model": config.surrogate_model,
-        "converged": result.converged,
-        "rounds": [
-            {
-                "round": r.round,
-                "train_loss": round(r.train_loss, 5),
-                "protected_loss": round(r.protected_loss, 5),
-                "protected_accuracy": round(r.protected_accuracy, 4),
-                "seconds": round(r.seconds, 3),
-            }
-            for r in result.rounds
-        ],
-    }
-    finish = partial(
-        _finish,
-        input_set,
-        config,
-        chosen_surrogate,
-        matching,
-        written,
-        failures,
-        device,
-        started,
-        class_names,
-        optimisation,
-    )
+
+def _describe(error: BaseException) -> str:
+    """The one-line reason shown for a photo that could not be protected."""
+    if isinstance(error, ImageError):
+        return error.reason
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if isinstance(error, ValueError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error} (--debug shows the traceback)"
+
+
+def _record_failure(
+    failures: list[dict], emit: Callable[[Event], None], photo: InputPhoto, reason: str
+) -> None:
+    failures.append({"source": photo.relative.as_posix(), "error": reason})
+    emit(PhotoFailed(str(photo.path), reason))
+
+
+def _previous_manifest(output_root: Path, emit: Callable[[Event], None]) -> dict | None:
+    """The manifest of an earlier run into the same folder, if there is a readable one."""
+    path = output_root / MANIFEST_NAME
+    if not path.is_file():
+        return None
     try:
-        for item, photo_noise in zip(prepared, noise, strict=True):
-            try:
-                written.append(_write_one(item, photo_noise, input_set.output_root, config.eps))
-            except (ImageError, OSError, ValueError) as error:
-                message = error.reason if isinstance(error, ImageError) else str(error)
-                failures.append({"source": item.photo.relative.as_posix(), "error": message})
-                emit(PhotoFailed(str(item.photo.path), message))
-            emit(PhaseAdvanced())
-    except KeyboardInterrupt:
-        finish(interrupted=True)  # what is written stays listed in the manifest
-        raise
-    return finish()
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if manifest.get("schema_version") == SCHEMA_VERSION and "run_key" in manifest:
+            return manifest
+    except (OSError, ValueError):
+        pass
+    emit(Notice(f"{path} is from another version or unreadable: every photo is protected anew"))
+    return None
 
 
-def _prepare_photos(
+def _plan(
     input_set: InputSet,
-    class_names: list[str],
-    resolution: int,
+    previous: dict | None,
+    run_key: str,
+    overwrite: bool,
     failures: list[dict],
     emit: Callable[[Event], None],
-) -> list[_Prepared]:
-    emit(PhaseStarted("reading photos", len(input_set.photos)))
-    prepared = []
+    debug: bool,
+) -> list[PlannedPhoto]:
+    """Decide per photo: protect, redo, skip (already done) or refuse (foreign output)."""
+    earlier = {entry["source"]: entry for entry in (previous or {}).get("photos", [])}
+    same_settings = previous is not None and previous.get("run_key") == run_key
+    emit(PhaseStarted("checking photos", len(input_set.photos)))
+    plan = []
     for photo in input_set.photos:
         try:
             sha = sha256_file(photo.path)
-            small = resize_for_model(load_photo(photo.path), resolution)
-            prepared.append(_Prepared(photo, sha, small, class_names.index(photo.class_name)))
-        except (ImageError, OSError) as error:
-            message = error.reason if isinstance(error, ImageError) else str(error)
-            failures.append({"source": photo.relative.as_posix(), "error": message})
-            emit(PhotoFailed(str(photo.path), message))
+        except Exception as error:
+            if debug and not isinstance(error, OSError):
+                raise
+            _record_failure(failures, emit, photo, _describe(error))
+            emit(PhaseAdvanced())
+            continue
+        target = input_set.output_root / photo.output
+        entry = earlier.get(photo.relative.as_posix())
+        ours = entry is not None and entry.get("output") == photo.output.as_posix()
+        if overwrite:
+            action, reason = Action.PROTECT, "--overwrite"
+        elif not target.exists():
+            action, reason = Action.PROTECT, "not protected yet"
+        elif not ours:
+            action = Action.REFUSE
+            reason = (
+                f"{target} exists and was not written by unlearn for this photo; "
+                "move it away or use --overwrite"
+            )
+        elif entry["source_sha256"] != sha:
+            action, reason = Action.REDO, "the original changed"
+        elif not same_settings:
+            action, reason = Action.REDO, "the settings changed"
+        elif sha256_file(target) != entry.get("output_sha256"):
+            action, reason = Action.REDO, "the protected copy was modified"
+        else:
+            action, reason = Action.SKIP, "already protected with these settings"
+        plan.append(PlannedPhoto(photo, sha, action, reason, entry))
+        emit(PhaseAdvanced())
+    return plan
+
+
+def _dry_run_result(
+    input_set: InputSet, config: ProtectConfig, plan: list[PlannedPhoto], failures: list[dict]
+) -> ProtectResult:
+    counts = {str(action): 0 for action in Action}
+    for item in plan:
+        counts[str(item.action)] += 1
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "dry_run": True,
+        "settings": config.as_dict(),
+        "input_root": str(input_set.root),
+        "output_root": str(input_set.output_root),
+        "photos": [item.as_dict() for item in plan],
+        "failures": failures,
+        "totals": {"photos": len(plan) + len(failures), **counts, "failed": len(failures)},
+    }
+    return ProtectResult(manifest=report, manifest_path=None, failures=failures)
+
+
+def _check_writable(output_root: Path) -> None:
+    """Fail before any work when the output folder cannot be created or written."""
+    try:
+        output_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_root):
+            pass
+    except OSError as error:
+        raise SetupError(
+            f"cannot write to {output_root}: {error.strerror or error}; choose another --out"
+        ) from error
+
+
+class _Checkpoint:
+    """The optimisation's state after each round, in the output folder, for resuming."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+
+    def load(self) -> MinMinCheckpoint | None:
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, weights_only=True)
+        except Exception:  # a torn or foreign file: start again rather than fail
+            return None
+        if saved.get("key") != self.key:
+            return None
+        state = saved["state"]
+        state["rounds"] = [RoundReport(**report) for report in state["rounds"]]
+        return MinMinCheckpoint(**state)
+
+    def save(self, checkpoint: MinMinCheckpoint) -> None:
+        state = {**vars(checkpoint), "rounds": [asdict(r) for r in checkpoint.rounds]}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save({"key": self.key, "state": state}, temporary)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()
+
+
+def _prepare_photos(
+    todo: list[PlannedPhoto],
+    class_names: list[str],
+    config: ProtectConfig,
+    failures: list[dict],
+    emit: Callable[[Event], None],
+    debug: bool,
+) -> list[_Prepared]:
+    emit(PhaseStarted("reading photos", len(todo)))
+    prepared = []
+    for item in todo:
+        try:
+            small = resize_for_model(
+                load_photo(item.photo.path, config.max_pixels), config.resolution
+            )
+            label = class_names.index(item.photo.class_name)
+            prepared.append(_Prepared(item.photo, item.sha256, small, label))
+        except Exception as error:  # one photo failing never stops the batch
+            if debug and not isinstance(error, ImageError | OSError):
+                raise
+            _record_failure(failures, emit, item.photo, _describe(error))
         emit(PhaseAdvanced())
     return prepared
 
@@ -264,7 +494,10 @@ def _match(
         embedder = FaceEmbedder(device)
         source = embedder.source
         face_images = torch.stack(
-            [resize_for_model(load_photo(item.photo.path), FACENET_INPUT) for item in prepared]
+            [
+                resize_for_model(load_photo(item.photo.path, config.max_pixels), FACENET_INPUT)
+                for item in prepared
+            ]
         )
         own_features = embedder.embed(face_images)
         surrogate_features = embedder.embed(
@@ -340,19 +573,31 @@ def _warm_model(
     return model.to(device)
 
 
-def _write_one(item: _Prepared, noise: torch.Tensor, output_root: Path, eps: int) -> dict:
+def _write_one(
+    item: _Prepared, noise: torch.Tensor, output_root: Path, config: ProtectConfig
+) -> dict:
     """Decode the full-size original again, add the noise, write, and measure the written file."""
-    original = load_photo(item.photo.path)
-    protected_rgb = apply_noise(original, noise, eps)
+    original = load_photo(item.photo.path, config.max_pixels)
+    protected_rgb = apply_noise(original, noise, config.eps)
+    metadata = clean_metadata(original.exif, original.xmp, config.metadata)
     target = output_root / item.photo.output
     write_png_atomic(
-        target, protected_rgb, original.alpha, original.icc_profile, original.grayscale
+        target,
+        protected_rgb,
+        original.alpha,
+        original.icc_profile,
+        original.grayscale,
+        exif=metadata.exif,
+        xmp=metadata.xmp,
     )
-    written = load_photo(target)
+    del protected_rgb  # bounded memory: at most two full-size copies at once
+    written = load_photo(target, None)
     budget = measure_budget(original.rgb, written.rgb)
-    if budget.linf > eps:  # the guarantee is by construction; never ship a file that breaks it
+    if (
+        budget.linf > config.eps
+    ):  # the guarantee is by construction; never ship a file that breaks it
         target.unlink(missing_ok=True)
-        raise ValueError(f"written file exceeds the budget (L-inf {budget.linf} > {eps})")
+        raise ValueError(f"written file exceeds the budget (L-inf {budget.linf} > {config.eps})")
     if original.alpha is not None and (
         written.alpha is None or (written.alpha != original.alpha).any()
     ):
@@ -368,56 +613,115 @@ def _write_one(item: _Prepared, noise: torch.Tensor, output_root: Path, eps: int
         "height": original.size[1],
         "has_alpha": original.alpha is not None,
         "budget": budget_dict(budget),
+        "metadata_removed": metadata.removed,
+        "notes": list(original.notes),
     }
 
 
-def _finish(
-    input_set: InputSet,
-    config: ProtectConfig,
-    surrogate: Surrogate | None,
-    matching: dict | None,
-    photos: list[dict],
-    failures: list[dict],
-    device: torch.device,
-    started: float,
-    class_names: list[str],
-    optimisation: dict | None = None,
-    interrupted: bool = False,
-) -> ProtectResult:
-    import torchvision
+class _ManifestWriter:
+    """The run's manifest, rewritten atomically as photos complete (at most every
+    MANIFEST_INTERVAL seconds, and at the end), so a crash never loses the record of what is
+    written."""
 
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {
-            "name": "unlearn",
-            "version": __version__,
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-        },
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "interrupted": interrupted,
-        "settings": config.as_dict(),
-        "input_root": str(input_set.root),
-        "classes": class_names,
-        "surrogate": None,
-        "optimisation": {
-            **(optimisation or {}),
-            "device": str(device),
-            "seconds": round(time.perf_counter() - started, 2),
-        },
-        "photos": photos,
-        "failures": failures,
-        "totals": totals(photos, failures),
-    }
-    if surrogate is not None:
-        manifest["surrogate"] = {
+    def __init__(
+        self,
+        input_set: InputSet,
+        config: ProtectConfig,
+        run_key: str,
+        device: torch.device,
+        started: float,
+        photos: list[dict],
+        failures: list[dict],
+    ) -> None:
+        import torchvision
+
+        self.path = input_set.output_root / MANIFEST_NAME
+        self.started = started
+        self.photos = photos
+        self.failures = failures
+        self.saved_at = 0.0
+        self.content: dict = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {
+                "name": "unlearn",
+                "version": __version__,
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+            },
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "interrupted": False,
+            "run_key": run_key,
+            "settings": config.as_dict(),
+            "input_root": str(input_set.root),
+            "classes": input_set.class_names,
+            "surrogate": None,
+            "optimisation": {"device": str(device)},
+        }
+
+    def carry_over(self, previous: dict) -> None:
+        """Keep an earlier run's account of the surrogate and optimisation (same settings)."""
+        self.content["surrogate"] = previous.get("surrogate")
+        self.content["optimisation"] = {
+            key: value
+            for key, value in previous.get("optimisation", {}).items()
+            if key != "seconds"
+        }
+
+    def describe_surrogate(
+        self, surrogate: Surrogate, matching: dict, protected: list[str]
+    ) -> None:
+        self.content["surrogate"] = {
             "source": surrogate.source,
             "root": str(surrogate.root),
             "kind": surrogate.kind,
             "classes_available": len(surrogate.classes),
             "excluded": [{"class": name, "reason": reason} for name, reason in surrogate.excluded],
-            **(matching or {}),
+            "protected_classes_matched": protected,
+            **{key: value for key, value in matching.items() if key != "selected_indices"},
         }
-    path = input_set.output_root / MANIFEST_NAME
-    write_json_atomic(path, manifest)
-    return ProtectResult(manifest=manifest, manifest_path=path, failures=failures)
+
+    def describe_optimisation(self, config: ProtectConfig, result: MinMinResult) -> None:
+        self.content["optimisation"].update(
+            {
+                "surrogate_model": config.surrogate_model,
+                "converged": result.converged,
+                "rounds": [
+                    {
+                        "round": r.round,
+                        "train_loss": round(r.train_loss, 5),
+                        "protected_loss": round(r.protected_loss, 5),
+                        "protected_accuracy": round(r.protected_accuracy, 4),
+                        "seconds": round(r.seconds, 3),
+                    }
+                    for r in result.rounds
+                ],
+            }
+        )
+
+    def add(self, entry: dict) -> None:
+        self.photos.append(entry)
+        if time.perf_counter() - self.saved_at >= MANIFEST_INTERVAL:
+            self.save()
+
+    def save(
+        self, interrupted: bool = False, final: bool = False, best_effort: bool = False
+    ) -> ProtectResult:
+        manifest = {
+            **self.content,
+            "interrupted": interrupted,
+            "complete": final,
+            "optimisation": {
+                **self.content["optimisation"],
+                "seconds": round(time.perf_counter() - self.started, 2),
+            },
+            "photos": self.photos,
+            "failures": self.failures,
+            "totals": totals(self.photos, self.failures),
+        }
+        try:
+            write_json_atomic(self.path, manifest)
+        except OSError:
+            if not best_effort:
+                raise
+        self.saved_at = time.perf_counter()
+        return ProtectResult(manifest=manifest, manifest_path=self.path, failures=self.failures)

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-MANIFEST_NAME = "unlearn-manifest.json"
+from .images import OUTPUT_MARKER
+
+MANIFEST_NAME = OUTPUT_MARKER
 SCHEMA_VERSION = 1
 
 
@@ -41,33 +43,50 @@ class Budget:
     ssim: float
 
 
+BUDGET_STRIP_ROWS = 128  # memory stays bounded on very large photos
+
+
 def measure_budget(original: np.ndarray, protected: np.ndarray) -> Budget:
-    """Compare two HxWx3 uint8 images (the original upright and the decoded written file)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    """Compare two HxWx3 uint8 images (the original upright and the decoded written file).
+
+    Works a strip of rows at a time. SSIM is skimage's (7x7 windows, mean over the valid
+    region): each strip is computed with the neighbouring rows its windows need and only its own
+    rows of the SSIM map are kept, so the figure equals the whole-image one."""
+    from skimage.metrics import structural_similarity
 
     if original.shape != protected.shape:
         raise ValueError(f"size changed: {original.shape} -> {protected.shape}")
-    difference = np.abs(original.astype(np.int16) - protected.astype(np.int16))
-    linf = int(difference.max())
-    psnr = (
-        math.inf
-        if linf == 0
-        else float(peak_signal_noise_ratio(original, protected, data_range=255))
-    )
-    window = min(7, *original.shape[:2])
+    height, width = original.shape[:2]
+    window = min(7, height, width)
     window -= 1 - window % 2  # odd, at most 7, at most the image side
-    ssim = 1.0
-    if window >= 3:
-        ssim = float(  # float32 input: same figure, four times faster than skimage's float64
-            structural_similarity(
-                original.astype(np.float32),
-                protected.astype(np.float32),
-                channel_axis=2,
-                data_range=255,
-                win_size=window,
-            )
+    pad = (window - 1) // 2
+    linf, abs_sum, square_sum, ssim_sum, ssim_count = 0, 0, 0, 0.0, 0
+    for top in range(0, height, BUDGET_STRIP_ROWS):
+        bottom = min(top + BUDGET_STRIP_ROWS, height)
+        difference = np.abs(original[top:bottom].astype(np.int32) - protected[top:bottom])
+        linf = max(linf, int(difference.max()))
+        abs_sum += int(difference.sum())
+        square_sum += int(np.square(difference, dtype=np.int64).sum())
+        if window < 3:
+            continue
+        low, high = max(0, top - pad), min(height, bottom + pad)
+        _, similarity = structural_similarity(  # float32: four times faster, same figure
+            original[low:high].astype(np.float32),
+            protected[low:high].astype(np.float32),
+            channel_axis=2,
+            data_range=255,
+            win_size=window,
+            full=True,
         )
-    return Budget(linf=linf, mean_abs=float(difference.mean()), psnr=psnr, ssim=ssim)
+        keep_from, keep_to = max(top, pad), min(bottom, height - pad)
+        if keep_to > keep_from:
+            valid = similarity[keep_from - low : keep_to - low, pad : width - pad]
+            ssim_sum += float(valid.sum(dtype=np.float64))
+            ssim_count += valid.size
+    count = original.size
+    psnr = math.inf if linf == 0 else 10 * math.log10(255**2 / (square_sum / count))
+    ssim = ssim_sum / ssim_count if ssim_count else 1.0
+    return Budget(linf=linf, mean_abs=abs_sum / count, psnr=psnr, ssim=ssim)
 
 
 def budget_dict(budget: Budget) -> dict:

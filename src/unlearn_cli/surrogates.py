@@ -97,22 +97,31 @@ class Surrogate:
     crop: tuple[int, int, int, int] | None = None
 
 
+def surrogate_choice(choice: str | None) -> str:
+    """``--surrogate`` with its default applied: a known name, or an absolute folder path.
+    Checks it without downloading anything."""
+    choice = choice or os.environ.get("UNLEARN_SURROGATE") or DEFAULT_SURROGATE
+    if choice in NAMED_SURROGATES:
+        return choice
+    folder = Path(choice).expanduser()
+    if not folder.is_dir():
+        raise SetupError(
+            f"surrogate {choice!r} is neither a folder nor a known name "
+            f"({', '.join(NAMED_SURROGATES)}); pass --surrogate DIR with a <class>/<image> folder"
+        )
+    return str(folder.resolve())
+
+
 def resolve_surrogate(
     choice: str | None, cache: Path | None = None
 ) -> tuple[Path, NamedSurrogate | None]:
     """Turn ``--surrogate`` (a name or a folder; default ``$UNLEARN_SURROGATE`` or lfw) into a
     local folder of class subfolders, downloading a named surrogate on first use."""
-    choice = choice or os.environ.get("UNLEARN_SURROGATE") or DEFAULT_SURROGATE
+    choice = surrogate_choice(choice)
     if choice in NAMED_SURROGATES:
         spec = NAMED_SURROGATES[choice]
         return ensure_downloaded(spec, cache or cache_dir()), spec
-    folder = Path(choice).expanduser()
-    if folder.is_dir():
-        return folder, None
-    raise SetupError(
-        f"surrogate {choice!r} is neither a folder nor a known name "
-        f"({', '.join(NAMED_SURROGATES)}); pass --surrogate DIR with a <class>/<image> folder"
-    )
+    return Path(choice), None
 
 
 def ensure_downloaded(spec: NamedSurrogate, cache: Path) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,11 @@ class Classes(StrEnum):
     one = "one"
 
 
+class StripChoice(StrEnum):
+    location = "location"
+    all = "all"
+
+
 class EmbedderChoice(StrEnum):
     auto = "auto"
     face = "face"
@@ -85,6 +91,14 @@ def exit_codes(stderr: Console, debug: bool) -> Iterator[None]:
             markup=False,
         )
         raise typer.Exit(EXIT_PHOTO_FAILED) from None
+
+
+def read_stdin_paths(null_separated: bool) -> list[str]:
+    """Paths from stdin: one per line, or NUL-separated; bytes that are not UTF-8 are kept as
+    the file system's own (os.fsdecode), so any file name survives the pipe."""
+    data = sys.stdin.buffer.read()
+    parts = data.split(b"\0") if null_separated else data.splitlines()
+    return [os.fsdecode(part) for part in parts if part.strip()]
 
 
 def _version(value: bool) -> None:
@@ -220,11 +234,58 @@ def protect(
             rich_help_panel=OPTIMISATION,
         ),
     ] = EmbedderChoice.auto,
+    null_separated: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            "-0",
+            help="Paths on stdin are NUL-separated (find -print0), not one per line.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Protect every photo again and replace existing outputs; without it, photos "
+            "already protected with the same settings are kept and an interrupted run resumes.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Only say what would be done for each photo (protect, redo, skip, refuse); "
+            "decode and write nothing.",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    strip_metadata: Annotated[
+        StripChoice,
+        typer.Option(
+            help="location: remove GPS, serial numbers, owner, MakerNote, XMP and the EXIF "
+            "thumbnail, keep date and camera fields; all: remove all EXIF and XMP (the colour "
+            "profile stays).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = StripChoice.location,
+    keep_metadata: Annotated[
+        bool,
+        typer.Option(
+            help="Keep all EXIF and XMP, GPS included (orientation is still set to 1).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            help="Refuse images above this many pixels (decompression bombs; memory).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = 100_000_000,
     as_json: Annotated[
         bool,
         typer.Option(
             "--json",
-            help="Print the manifest as JSON on stdout, nothing else.",
+            help="Print the manifest (or the --dry-run plan) as JSON on stdout, nothing else.",
             rich_help_panel=OUTPUT,
         ),
     ] = False,
@@ -244,14 +305,19 @@ def protect(
     Writes lossless PNG copies (every pixel within --eps levels of the upright original) and
     unlearn-manifest.json with the settings, the surrogate classes used and a budget report.
     """
-    from .output import ProgressView, consoles, print_budget_table, print_json
+    from .output import ProgressView, consoles, print_budget_table, print_json, print_plan
 
     stdout, stderr = consoles()
     with exit_codes(stderr, debug):
         from ..config import ClassLayout, Embedder, ProtectConfig
         from ..engine.minmin import NoiseForm
+        from ..errors import SetupError
         from ..inputs import collect_inputs
+        from ..metadata import MetadataPolicy
         from ..pipeline import protect as run_protect
+
+        if keep_metadata and strip_metadata is StripChoice.all:
+            raise SetupError("--keep-metadata and --strip-metadata all contradict each other")
 
         config = ProtectConfig(
             eps=eps,
@@ -270,8 +336,10 @@ def protect(
             classes=ClassLayout(classes.value),
             seed=seed,
             device=device,
+            metadata=MetadataPolicy.NONE if keep_metadata else MetadataPolicy(strip_metadata.value),
+            max_pixels=max_pixels,
         )
-        stdin_paths = sys.stdin.read().splitlines() if "-" in inputs else None
+        stdin_paths = read_stdin_paths(null_separated) if "-" in inputs else None
         input_set = collect_inputs(inputs, out, config.classes, stdin_paths)
         with ProgressView(stderr, quiet) as view:
             result = run_protect(
@@ -280,9 +348,14 @@ def protect(
                 surrogate=surrogate,
                 exclude_classes=frozenset(exclude_class or ()),
                 on_event=view,
+                overwrite=overwrite,
+                dry_run=dry_run,
+                debug=debug,
             )
     if as_json:
         print_json(result.manifest)
+    elif dry_run:
+        print_plan(stdout, result.manifest)
     elif not quiet:
         print_budget_table(stdout, result.manifest, str(result.manifest_path))
     if result.failures:

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,15 +48,29 @@ class ProgressView(AbstractContextManager):
         self.progress.__exit__(*exc_info)
 
     def __call__(self, event: object) -> None:
-        from ..pipeline import Notice, PhaseAdvanced, PhaseStarted, PhotoFailed, RoundFinished
+        from ..pipeline import (
+            Notice,
+            PhaseAdvanced,
+            PhaseStarted,
+            PhotoFailed,
+            PhotoNote,
+            RoundFinished,
+        )
 
         if isinstance(event, PhotoFailed):
             self.console.print(
-                f"[red]error:[/red] {event.source}: {event.error}", markup=True, highlight=False
+                f"[red]error:[/red] {escape(event.source)}: {escape(event.error)}",
+                markup=True,
+                highlight=False,
             )
+        elif isinstance(event, PhotoNote):
+            if not self.quiet:
+                self.console.print(
+                    f"note: {event.source}: {event.message}", highlight=False, markup=False
+                )
         elif isinstance(event, Notice):
             if not self.quiet:
-                self.console.print(f"note: {event.message}", highlight=False)
+                self.console.print(f"note: {event.message}", highlight=False, markup=False)
         elif not self.live:
             return
         elif isinstance(event, PhaseStarted):
@@ -130,6 +145,24 @@ def print_budget_table(console: Console, manifest: dict, manifest_path: str) -> 
             highlight=False,
         )
     console.print(f"manifest: {manifest_path}", highlight=False)
+
+
+def print_plan(console: Console, plan: dict) -> None:
+    """The --dry-run plan: what a real run would do with each photo."""
+    table = Table(title="Dry run: nothing decoded or written", title_justify="left")
+    for column in ("photo", "output", "class", "action", "why"):
+        table.add_column(column)
+    for photo in plan["photos"]:
+        table.add_row(
+            photo["source"], photo["output"], photo["class"], photo["action"], photo["reason"]
+        )
+    console.print(table)
+    totals = plan["totals"]
+    console.print(
+        ", ".join(f"{totals[key]} {key}" for key in ("protect", "redo", "skip", "refuse", "failed"))
+        + f"; output folder {plan['output_root']}",
+        highlight=False,
+    )
 
 
 def print_verify(console: Console, result: dict) -> None:

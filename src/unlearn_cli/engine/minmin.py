@@ -11,6 +11,7 @@ stops once that accuracy reaches ``stop_accuracy`` after at least ``min_rounds``
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,19 @@ def balanced_pool(protected_labels: torch.Tensor, other_labels: torch.Tensor) ->
     return torch.cat([protected, others])
 
 
+@dataclass
+class MinMinCheckpoint:
+    """Everything the loop needs to go on after a round exactly as if it had not stopped."""
+
+    noise: torch.Tensor
+    rounds: list[RoundReport]
+    converged: bool
+    model: dict
+    optimizer: dict
+    batches: dict
+    generator: torch.Tensor
+
+
 class ErrorMinimizingNoise:
     """Runs the min-min loop for one surrogate model; knows nothing but tensors."""
 
@@ -122,10 +136,14 @@ class ErrorMinimizingNoise:
         other_labels: torch.Tensor,
         generator: torch.Generator,
         on_round: Callable[[RoundReport], None] | None = None,
+        on_checkpoint: Callable[[MinMinCheckpoint], None] | None = None,
+        resume: MinMinCheckpoint | None = None,
     ) -> MinMinResult:
         """Optimise the noise of ``protected_images``; the other images train the surrogate clean.
 
         Labels index one shared class space. Images are NCHW in [0, 1] (float) or uint8.
+        ``on_checkpoint`` receives the loop's state after every round; passing one back as
+        ``resume`` (same inputs, settings and a fresh model) continues from that round.
         """
         s = self.settings
         protected = as_float(protected_images).to(self.device)
@@ -142,8 +160,16 @@ class ErrorMinimizingNoise:
         optimizer = make_optimizer(self.model, TrainSettings(lr=s.lr))
         pool = balanced_pool(protected_labels.cpu(), other_labels.cpu())
         positions = shuffled_batches(len(pool), s.batch_size, generator)
+        if resume is not None:
+            result = MinMinResult(resume.noise.to(self.device), s.form, list(resume.rounds))
+            result.converged = resume.converged
+            self.model.load_state_dict(resume.model)
+            optimizer.load_state_dict(resume.optimizer)
+            positions.load_state_dict(resume.batches)
+            generator.set_state(resume.generator)
         batches = (pool[position] for position in positions)
-        for round_index in range(1, s.max_rounds + 1):
+        first = len(result.rounds) + 1 if not result.converged else s.max_rounds + 1
+        for round_index in range(first, s.max_rounds + 1):
             started = time.perf_counter()
             train_loss = self._train(
                 optimizer,
@@ -163,8 +189,22 @@ class ErrorMinimizingNoise:
             result.rounds.append(report)
             if on_round is not None:
                 on_round(report)
-            if round_index >= s.min_rounds and accuracy >= s.stop_accuracy:
-                result.converged = True
+            result.converged = round_index >= s.min_rounds and accuracy >= s.stop_accuracy
+            if on_checkpoint is not None:
+                on_checkpoint(
+                    MinMinCheckpoint(
+                        noise=result.noise.detach().cpu().clone(),
+                        rounds=list(result.rounds),
+                        converged=result.converged,
+                        model={
+                            k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                        },
+                        optimizer=copy.deepcopy(optimizer.state_dict()),
+                        batches=positions.state_dict(),
+                        generator=generator.get_state(),
+                    )
+                )
+            if result.converged:
                 break
         return result
 

@@ -33,13 +33,35 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD
     )
 
 
-def shuffled_batches(
-    count: int, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Endless stream of index batches, reshuffled every epoch; the last short batch is kept."""
-    while True:
-        order = torch.randperm(count, generator=generator)
-        yield from order.split(batch_size)
+class BatchStream(Iterator[torch.Tensor]):
+    """Endless stream of index batches, reshuffled every epoch; the last short batch is kept.
+    Its position is saved with a checkpoint so that a resumed run draws the same batches."""
+
+    def __init__(self, count: int, batch_size: int, generator: torch.Generator) -> None:
+        self.count = count
+        self.batch_size = batch_size
+        self.generator = generator
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+
+    def __next__(self) -> torch.Tensor:
+        if self.position >= len(self.order):
+            self.order = torch.randperm(self.count, generator=self.generator)
+            self.position = 0
+        batch = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"order": self.order.clone(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = state["order"].clone()
+        self.position = state["position"]
+
+
+def shuffled_batches(count: int, batch_size: int, generator: torch.Generator) -> BatchStream:
+    return BatchStream(count, batch_size, generator)
 
 
 def train_step(
