@@ -237,3 +237,20 @@ def test_sigterm_stops_cleanly_with_exit_code_130(photo_folder: Path, tiny_surro
     assert process.returncode == 130
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert {p.name: sha256_file(p) for p in photo_folder.iterdir()} == before
+
+
+def test_progress_needs_a_terminal_and_no_color_is_respected(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
+    (photo_folder / "broken.jpg").write_bytes(b"not a jpeg")
+    options = [option for option in FAST_OPTIONS if option != "--quiet"]
+    common = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *options]
+    piped = run(*common)  # CliRunner's stderr is not a terminal: no bars, no round lines
+    assert piped.exit_code == 1
+    assert "round 1/" not in piped.stderr and "━" not in piped.stderr
+    assert "broken.jpg: cannot decode image" in piped.stderr
+    red = "\x1b[31m"
+    coloured = runner.invoke(app, [*common, "--overwrite"], env={"FORCE_COLOR": "1"})
+    assert red in coloured.stderr  # a terminal gets colour...
+    plain = runner.invoke(app, [*common, "--overwrite"], env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert red not in plain.stderr and "broken.jpg: cannot decode image" in plain.stderr

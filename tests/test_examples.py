@@ -1,4 +1,4 @@
-"""The shell examples run for real: find | unlearn protect - --json | jq."""
+"""The shell examples run for real: find -print0 | unlearn protect - -0 --json | jq."""
 
 from __future__ import annotations
 

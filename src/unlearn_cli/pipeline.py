@@ -149,6 +149,7 @@ class _Prepared:
     sha256: str
     small: torch.Tensor
     label: int
+    write: bool = True
 
 
 def protect(
@@ -195,9 +196,11 @@ def protect(
         emit(Notice(f"{len(done)} photo(s) already protected with these settings: kept"))
     if not todo:
         return manifest.save(final=True)
-    class_names = sorted({item.photo.class_name for item in todo})
-    prepared = _prepare_photos(todo, class_names, config, failures, emit, debug)
-    if not prepared:
+    checkpoint = _Checkpoint(output_root / WORK_FOLDER / CHECKPOINT_NAME)
+    optimised = checkpoint.photos_to_optimise(plan, todo)
+    class_names = sorted({item.photo.class_name for item in optimised})
+    prepared = _prepare_photos(optimised, class_names, config, failures, emit, debug)
+    if not any(item.write for item in prepared):
         return manifest.save(final=True)
 
     chosen_surrogate = load_surrogate(
@@ -230,11 +233,7 @@ def protect(
     other_images = surrogate_pixels[keep]
     other_labels = torch.tensor([remap[int(label)] for label in surrogate_labels[keep]])
 
-    checkpoint = _Checkpoint(
-        output_root / WORK_FOLDER / CHECKPOINT_NAME,
-        cache_key(run_key, [(p.photo.relative, p.sha256, p.photo.class_name) for p in prepared]),
-    )
-    resume = checkpoint.load()
+    resume = checkpoint.load(run_key, prepared)
     if resume is not None:
         emit(Notice(f"resuming the optimisation after round {len(resume.rounds)} (checkpoint)"))
     emit(PhaseStarted("optimising noise", config.rounds))
@@ -255,9 +254,11 @@ def protect(
     manifest.describe_optimisation(config, result)
     noise = result.per_image(labels.to(result.noise.device)).cpu()
 
-    emit(PhaseStarted("writing protected photos", len(prepared)))
+    emit(PhaseStarted("writing protected photos", sum(item.write for item in prepared)))
     try:
         for item, photo_noise in zip(prepared, noise, strict=True):
+            if not item.write:  # protected earlier; only part of a resumed optimisation
+                continue
             try:
                 entry = _write_one(item, photo_noise, output_root, config)
                 manifest.add(entry)
@@ -412,22 +413,42 @@ def _check_writable(output_root: Path) -> None:
 
 
 class _Checkpoint:
-    """The optimisation's state after each round, in the output folder, for resuming."""
+    """The optimisation's state after each round, in the output folder, for resuming. It names
+    the run's settings and the photos it optimises jointly, so it is used only for those."""
 
-    def __init__(self, path: Path, key: str) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.key = key
+        self.key: str | None = None
+        self.photos: list[list[str]] = []
+        self.saved: dict | None = None
+        if path.is_file():
+            try:
+                self.saved = torch.load(path, weights_only=True)
+            except Exception:  # a torn or foreign file: start again rather than fail
+                self.saved = None
 
-    def load(self) -> MinMinCheckpoint | None:
-        if not self.path.is_file():
+    def photos_to_optimise(
+        self, plan: list[PlannedPhoto], todo: list[PlannedPhoto]
+    ) -> list[PlannedPhoto]:
+        """The photos to optimise: those to do, or, when an interrupted run optimised a set
+        that holds them all, that same set (done ones are optimised along, not rewritten)."""
+        if self.saved is None:
+            return todo
+        saved = {tuple(photo) for photo in self.saved["photos"]}
+        if not all(_identity(item) in saved for item in todo):
+            return todo
+        return [
+            item for item in plan if _identity(item) in saved and item.action is not Action.REFUSE
+        ]
+
+    def load(self, run_key: str, prepared: list[_Prepared]) -> MinMinCheckpoint | None:
+        """The saved state if it belongs to these settings and exactly these photos."""
+        photos = [[p.photo.relative.as_posix(), p.sha256, p.photo.class_name] for p in prepared]
+        self.key = cache_key(run_key, photos)
+        self.photos = photos
+        if self.saved is None or self.saved.get("key") != self.key:
             return None
-        try:
-            saved = torch.load(self.path, weights_only=True)
-        except Exception:  # a torn or foreign file: start again rather than fail
-            return None
-        if saved.get("key") != self.key:
-            return None
-        state = saved["state"]
+        state = dict(self.saved["state"])
         state["rounds"] = [RoundReport(**report) for report in state["rounds"]]
         return MinMinCheckpoint(**state)
 
@@ -437,7 +458,7 @@ class _Checkpoint:
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
         os.close(handle)
         try:
-            torch.save({"key": self.key, "state": state}, temporary)
+            torch.save({"key": self.key, "photos": self.photos, "state": state}, temporary)
             os.replace(temporary, self.path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -447,6 +468,10 @@ class _Checkpoint:
         self.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.path.parent.rmdir()
+
+
+def _identity(item: PlannedPhoto) -> tuple[str, str, str]:
+    return (item.photo.relative.as_posix(), item.sha256, item.photo.class_name)
 
 
 def _prepare_photos(
@@ -465,7 +490,9 @@ def _prepare_photos(
                 load_photo(item.photo.path, config.max_pixels), config.resolution
             )
             label = class_names.index(item.photo.class_name)
-            prepared.append(_Prepared(item.photo, item.sha256, small, label))
+            prepared.append(
+                _Prepared(item.photo, item.sha256, small, label, item.action is not Action.SKIP)
+            )
         except Exception as error:  # one photo failing never stops the batch
             if debug and not isinstance(error, ImageError | OSError):
                 raise

@@ -187,8 +187,6 @@ class ErrorMinimizingNoise:
                 round_index, train_loss, loss, accuracy, time.perf_counter() - started
             )
             result.rounds.append(report)
-            if on_round is not None:
-                on_round(report)
             result.converged = round_index >= s.min_rounds and accuracy >= s.stop_accuracy
             if on_checkpoint is not None:
                 on_checkpoint(
@@ -204,6 +202,8 @@ class ErrorMinimizingNoise:
                         generator=generator.get_state(),
                     )
                 )
+            if on_round is not None:
+                on_round(report)
             if result.converged:
                 break
         return result
