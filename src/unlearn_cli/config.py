@@ -53,6 +53,7 @@ class ProtectConfig:
     classes: ClassLayout = ClassLayout.AUTO
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # CPU threads; None: as many as the cores left idle (see pipeline)
     metadata: MetadataPolicy = MetadataPolicy.LOCATION
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -79,6 +80,8 @@ class ProtectConfig:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"--threads must be at least 1, got {self.threads}")
         if self.max_pixels < 1:
             problems.append(f"--max-pixels must be at least 1, got {self.max_pixels}")
         if problems:
@@ -94,10 +97,10 @@ class ProtectConfig:
 
     @property
     def output_key(self) -> str:
-        """Identity of the settings that shape a written file (the device does not): a photo
-        protected under the same key need not be protected again."""
+        """Identity of the settings that shape a written file (the device and threads do not):
+        a photo protected under the same key need not be protected again."""
         values = self.as_dict()
-        del values["device"]
+        del values["device"], values["threads"]
         return cache_key(values)
 
     def as_dict(self) -> dict:

@@ -51,6 +51,7 @@ from .report import (
     write_json_atomic,
 )
 from .surrogates import Surrogate, cache_dir, load_surrogate, resolve_surrogate
+from .threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,22 @@ def protect(
     the output folder's manifest) is kept, unless ``overwrite``; an interrupted optimisation
     resumes from its last round. ``dry_run`` only plans: nothing is decoded or written.
     ``debug`` lets unexpected errors of single photos raise instead of being recorded."""
+    with torch_threads(config.threads):
+        return _protect(
+            input_set, config, surrogate, exclude_classes, on_event, overwrite, dry_run, debug
+        )
+
+
+def _protect(
+    input_set: InputSet,
+    config: ProtectConfig,
+    surrogate: str | None,
+    exclude_classes: frozenset[str],
+    on_event: Callable[[Event], None] | None,
+    overwrite: bool,
+    dry_run: bool,
+    debug: bool,
+) -> ProtectResult:
     emit = on_event or (lambda _event: None)
     started = time.perf_counter()
     output_root = input_set.output_root

@@ -169,6 +169,13 @@ def protect(
         ),
     ] = Classes.auto,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads \\[default: the cores the load average shows idle, at least 1].",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (reproducible noise).")] = 0,
     resolution: Annotated[
         int,
@@ -336,6 +343,7 @@ def protect(
             classes=ClassLayout(classes.value),
             seed=seed,
             device=device,
+            threads=threads,
             metadata=MetadataPolicy.NONE if keep_metadata else MetadataPolicy(strip_metadata.value),
             max_pixels=max_pixels,
         )
@@ -464,14 +472,16 @@ def verify(
             result = verify_files(folder, manifest, originals)
             if settings is not None:
                 from ..learnability import measure_learnability
+                from ..threads import torch_threads
 
                 def show(training: str) -> None:
                     if status:
                         status.update(f"training {training}")
 
-                result["checks"]["learnability"] = measure_learnability(
-                    folder, manifest, originals, reference, settings, on_training=show
-                )
+                with torch_threads(None):
+                    result["checks"]["learnability"] = measure_learnability(
+                        folder, manifest, originals, reference, settings, on_training=show
+                    )
         finally:
             if status:
                 status.stop()
