@@ -11,6 +11,7 @@ from .engine.models import MODELS
 from .errors import SetupError
 from .images import DEFAULT_MAX_PIXELS
 from .metadata import MetadataPolicy
+from .regions import FaceMode
 
 
 class ClassLayout(StrEnum):
@@ -54,6 +55,11 @@ class ProtectConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # CPU threads; None: as many as the cores left idle (see pipeline)
+    faces: FaceMode = FaceMode.AUTO
+    require_faces: bool = False
+    main_face_only: bool = False
+    min_face_size: int = 40
+    face_confidence: float = 0.95
     metadata: MetadataPolicy = MetadataPolicy.LOCATION
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -80,6 +86,10 @@ class ProtectConfig:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.faces is FaceMode.OFF and (self.require_faces or self.main_face_only):
+            problems.append("--require-faces and --main-face-only need face detection (--faces)")
+        if self.min_face_size < 1 or not 0 < self.face_confidence < 1:
+            problems.append("--min-face-size must be >= 1 and --face-confidence in (0, 1)")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be at least 1, got {self.threads}")
         if self.max_pixels < 1:

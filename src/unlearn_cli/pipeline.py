@@ -12,8 +12,9 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -39,9 +40,10 @@ from .engine import (
 from .engine.minmin import MinMinCheckpoint
 from .errors import ImageError, OutputError, SetupError
 from .faces import FACENET_INPUT, FaceEmbedder, facenet_available
-from .images import apply_noise, load_photo, resize_for_model, sha256_file, write_png_atomic
+from .images import load_photo, sha256_file, write_png_atomic
 from .inputs import InputPhoto, InputSet
 from .metadata import clean_metadata
+from .regions import FaceMode, Protection, RegionFinder, Regions
 from .report import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -144,12 +146,14 @@ def resolve_device(choice: str) -> torch.device:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A protected photo decoded once at model resolution; the full size is decoded again later."""
+    """A photo to protect, decoded once: what of it is protected (its faces or the whole image)
+    and those regions at model resolution. The full size is decoded again when writing."""
 
     photo: InputPhoto
     sha256: str
-    small: torch.Tensor
     label: int
+    regions: Regions
+    crops: torch.Tensor  # N x 3 x r x r uint8, one per protected face (or the whole image)
     write: bool = True
 
 
@@ -231,9 +235,9 @@ def _protect(
         emit(Notice(f"surrogate class {name} left out: {reason}"))
     emit(PhaseStarted("loading surrogate images"))
     surrogate_pixels, surrogate_labels = surrogates.surrogate_images(
-        chosen_surrogate, config.resolution, config.max_per_class
+        chosen_surrogate, config.resolution, config.max_per_class, _surrogate_finder(config)
     )
-    matching = _match(
+    matching, prepared = _match(
         prepared,
         class_names,
         chosen_surrogate,
@@ -257,9 +261,9 @@ def _protect(
     if resume is not None:
         emit(PhaseAdvanced(len(resume.rounds)))
     model = create_model(config.surrogate_model, len(class_names) + len(selected), seed=config.seed)
-    labels = torch.tensor([item.label for item in prepared])
+    labels = _crop_labels(prepared)
     result = ErrorMinimizingNoise(model.to(device), _minmin_settings(config)).generate(
-        torch.stack([item.small for item in prepared]),
+        torch.cat([item.crops for item in prepared]),
         labels,
         other_images,
         other_labels,
@@ -270,10 +274,11 @@ def _protect(
     )
     manifest.describe_optimisation(config, result)
     noise = result.per_image(labels.to(result.noise.device)).cpu()
+    noise_per_photo = noise.split([len(item.crops) for item in prepared])
 
     emit(PhaseStarted("writing protected photos", sum(item.write for item in prepared)))
     try:
-        for item, photo_noise in zip(prepared, noise, strict=True):
+        for item, photo_noise in zip(prepared, noise_per_photo, strict=True):
             if not item.write:  # protected earlier; only part of a resumed optimisation
                 continue
             try:
@@ -499,23 +504,58 @@ def _prepare_photos(
     emit: Callable[[Event], None],
     debug: bool,
 ) -> list[_Prepared]:
-    emit(PhaseStarted("reading photos", len(todo)))
+    emit(
+        PhaseStarted(
+            "reading photos" if config.faces is FaceMode.OFF else "finding faces", len(todo)
+        )
+    )
+    finder = RegionFinder(config.faces, config.min_face_size, config.face_confidence)
     prepared = []
     for item in todo:
         try:
-            small = resize_for_model(
-                load_photo(item.photo.path, config.max_pixels), config.resolution
-            )
-            label = class_names.index(item.photo.class_name)
+            photo = load_photo(item.photo.path, config.max_pixels)
+            regions = finder.find(photo)
+            if config.require_faces and regions.protection is Protection.NO_FACE:
+                raise ImageError(item.photo.path, "no face found (--require-faces)")
             prepared.append(
-                _Prepared(item.photo, item.sha256, small, label, item.action is not Action.SKIP)
+                _Prepared(
+                    item.photo,
+                    item.sha256,
+                    class_names.index(item.photo.class_name),
+                    regions,
+                    regions.crops(photo, config.resolution),
+                    item.action is not Action.SKIP,
+                )
             )
         except Exception as error:  # one photo failing never stops the batch
             if debug and not isinstance(error, ImageError | OSError):
                 raise
             _record_failure(failures, emit, item.photo, _describe(error))
         emit(PhaseAdvanced())
+    _summarise_regions(prepared, emit)
     return prepared
+
+
+def _summarise_regions(prepared: list[_Prepared], emit: Callable[[Event], None]) -> None:
+    """One line on how the photos are protected: no photo is protected whole silently."""
+    counts = Counter(item.regions.protection for item in prepared)
+    if counts[Protection.FACES]:
+        faces = sum(len(item.crops) for item in prepared if item.regions.faces)
+        emit(Notice(f"{faces} face(s) in {counts[Protection.FACES]} photo(s) protected"))
+    if counts[Protection.ALIGNED_CROP]:
+        emit(Notice(f"{counts[Protection.ALIGNED_CROP]} aligned face crop(s) protected whole"))
+    if counts[Protection.NO_FACE]:
+        emit(
+            Notice(
+                f"{counts[Protection.NO_FACE]} photo(s) without a face protected as whole images "
+                "(listed in the manifest; --require-faces makes this an error)"
+            )
+        )
+
+
+def _crop_labels(prepared: list[_Prepared]) -> torch.Tensor:
+    """The class of every crop, in the order of ``torch.cat([item.crops ...])``."""
+    return torch.tensor([item.label for item in prepared for _ in range(len(item.crops))])
 
 
 def _match(
@@ -527,25 +567,31 @@ def _match(
     config: ProtectConfig,
     device: torch.device,
     emit: Callable[[Event], None],
-) -> dict:
-    """Rank surrogate classes by similarity to each protected class and choose who takes part."""
+) -> tuple[dict, list[_Prepared]]:
+    """Rank surrogate classes by similarity to each protected class and choose who takes part.
+    With ``main_face_only``, also keep in each photo only the face nearest its class's main
+    identity (the prepared photos are returned with that choice made)."""
     use_face = config.embedder is Embedder.FACE or (
         config.embedder is Embedder.AUTO and surrogate.kind != "general" and facenet_available()
     )
-    own_labels = torch.tensor([item.label for item in prepared])
     if use_face:
         emit(PhaseStarted("embedding with the face model"))
         embedder = FaceEmbedder(device)
         source = embedder.source
-        face_images = torch.stack(
-            [
-                resize_for_model(load_photo(item.photo.path, config.max_pixels), FACENET_INPUT)
-                for item in prepared
-            ]
+        own_features = embedder.embed(
+            torch.cat(
+                [
+                    item.regions.crops(
+                        load_photo(item.photo.path, config.max_pixels), FACENET_INPUT
+                    )
+                    for item in prepared
+                ]
+            )
         )
-        own_features = embedder.embed(face_images)
         surrogate_features = embedder.embed(
-            surrogates.surrogate_images(surrogate, FACENET_INPUT, config.max_per_class)[0]
+            surrogates.surrogate_images(
+                surrogate, FACENET_INPUT, config.max_per_class, _surrogate_finder(config)
+            )[0]
         )
     else:
         emit(PhaseStarted("warming up the surrogate model", config.warmup_epochs))
@@ -553,8 +599,11 @@ def _match(
         source = (
             f"{config.surrogate_model} warmed up on the surrogate ({config.warmup_epochs} epochs)"
         )
-        own_features = embed(model, torch.stack([item.small for item in prepared]))
+        own_features = embed(model, torch.cat([item.crops for item in prepared]))
         surrogate_features = embed(model, surrogate_pixels)
+    if config.main_face_only:
+        prepared, own_features = _keep_main_faces(prepared, own_features, len(class_names))
+    own_labels = _crop_labels(prepared)
     generator = torch.Generator().manual_seed(config.seed)
     match = match_classes(
         class_centroids(own_features, own_labels, len(class_names)),
@@ -578,7 +627,39 @@ def _match(
         "selected": [names[i] for i in match.selected],
         "random_extra": [names[i] for i in match.random_extra],
         "selected_indices": match.selected,
-    }
+    }, prepared
+
+
+def _keep_main_faces(
+    prepared: list[_Prepared], features: torch.Tensor, class_count: int
+) -> tuple[list[_Prepared], torch.Tensor]:
+    """In photos with several faces keep the one most like its class's main identity: the
+    centroid of every photo's best-matching face, starting from the centroid of all faces."""
+    normalised = torch.nn.functional.normalize(features, dim=1)
+    per_photo = list(normalised.split([len(item.crops) for item in prepared]))
+    labels = torch.tensor([item.label for item in prepared])
+    centroids = class_centroids(normalised, _crop_labels(prepared), class_count)
+    for _ in range(3):  # a few refinements: group photos pull the first centroid off
+        best = [
+            int((faces @ centroids[label]).argmax())
+            for faces, label in zip(per_photo, labels, strict=True)
+        ]
+        chosen = torch.stack([faces[index] for faces, index in zip(per_photo, best, strict=True)])
+        centroids = class_centroids(chosen, labels, class_count)
+    kept = [
+        replace(item, regions=item.regions.keeping(index), crops=item.crops[index : index + 1])
+        if item.regions.faces
+        else item
+        for item, index in zip(prepared, best, strict=True)
+    ]
+    return kept, torch.stack([faces[index] for faces, index in zip(per_photo, best, strict=True)])
+
+
+def _surrogate_finder(config: ProtectConfig) -> RegionFinder | None:
+    """Face surrogates go through the same detection and alignment as the user's photos."""
+    if config.faces is FaceMode.OFF:
+        return None
+    return RegionFinder(FaceMode.AUTO, config.min_face_size, config.face_confidence)
 
 
 def _warm_model(
@@ -597,6 +678,7 @@ def _warm_model(
         config.warmup_epochs,
         config.seed,
         config.resolution,
+        _surrogate_finder(config) and (config.min_face_size, config.face_confidence),
         [c.name for c in surrogate.classes],
         file_fingerprint([p for c in surrogate.classes for p in c.paths[: config.max_per_class]]),
     )
@@ -622,7 +704,7 @@ def _write_one(
 ) -> dict:
     """Decode the full-size original again, add the noise, write, and measure the written file."""
     original = load_photo(item.photo.path, config.max_pixels)
-    protected_rgb = apply_noise(original, noise, config.eps)
+    protected_rgb = item.regions.apply(original, noise, config.eps)
     metadata = clean_metadata(original.exif, original.xmp, config.metadata)
     target = output_root / item.photo.output
     write_png_atomic(
@@ -657,6 +739,7 @@ def _write_one(
         "height": original.size[1],
         "has_alpha": original.alpha is not None,
         "budget": budget_dict(budget),
+        **item.regions.as_dict(),
         "metadata_removed": metadata.removed,
         "notes": list(original.notes),
     }

@@ -22,6 +22,7 @@ from PIL import Image
 from .cache import cache_key, cached, file_fingerprint
 from .errors import ImageError, SetupError, SurrogateUnavailableError
 from .images import Photo, find_images, load_photo, resize_for_model, sha256_file
+from .regions import Protection, RegionFinder
 
 DEFAULT_SURROGATE = "lfw"
 
@@ -220,8 +221,21 @@ def load_surrogate(
     )
 
 
-def _load_crop(path: Path, crop: tuple[int, int, int, int] | None, resolution: int) -> torch.Tensor:
+def _load_crop(
+    path: Path,
+    crop: tuple[int, int, int, int] | None,
+    resolution: int,
+    finder: RegionFinder | None,
+) -> torch.Tensor:
+    """A surrogate image at model resolution: its largest face aligned when ``finder`` finds
+    one (or the whole image when it already is an aligned crop), else its fixed crop or all."""
     photo = load_photo(path)
+    if finder is not None:
+        regions = finder.find(photo)
+        if regions.faces:
+            return regions.keeping(0).crops(photo, resolution)[0]
+        if regions.protection is Protection.ALIGNED_CROP:
+            return resize_for_model(photo, resolution)
     if crop is not None:
         left, top, right, bottom = crop
         photo = Photo(photo.rgb[top:bottom, left:right].copy())
@@ -229,23 +243,30 @@ def _load_crop(path: Path, crop: tuple[int, int, int, int] | None, resolution: i
 
 
 def surrogate_images(
-    surrogate: Surrogate, resolution: int, max_per_class: int
+    surrogate: Surrogate, resolution: int, max_per_class: int, finder: RegionFinder | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All surrogate images at model resolution (uint8) and their class indices, cached."""
+    """All surrogate images at model resolution (uint8) and their class indices, cached. Face
+    surrogates go through ``finder`` (detection and alignment, as the protected photos do)."""
+    if surrogate.kind == "general":
+        finder = None
     paths = [
         (index, path)
         for index, cls in enumerate(surrogate.classes)
         for path in cls.paths[:max_per_class]
     ]
     key = cache_key(
-        "surrogate-images", file_fingerprint([p for _, p in paths]), resolution, surrogate.crop
+        "surrogate-images",
+        file_fingerprint([p for _, p in paths]),
+        resolution,
+        surrogate.crop,
+        finder and (str(finder.mode), finder.min_face_size, finder.min_confidence),
     )
 
     def load() -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []
         for index, path in paths:
             try:
-                images.append(_load_crop(path, surrogate.crop, resolution))
+                images.append(_load_crop(path, surrogate.crop, resolution, finder))
                 labels.append(index)
             except ImageError:
                 continue  # an unreadable surrogate image is simply not used

@@ -47,6 +47,12 @@ class Classes(StrEnum):
     one = "one"
 
 
+class FacesChoice(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class StripChoice(StrEnum):
     location = "location"
     all = "all"
@@ -117,6 +123,7 @@ def main_callback(
 
 
 OPTIMISATION = "Optimisation"
+FACES = "Faces"
 OUTPUT = "Output"
 
 
@@ -168,6 +175,38 @@ def protect(
             "one: every photo is one class."
         ),
     ] = Classes.auto,
+    faces: Annotated[
+        FacesChoice,
+        typer.Option(
+            help="auto: protect the faces in photos of people (aligned face crops and photos "
+            "without a face are protected whole, and reported); on: always look for faces; "
+            "off: protect whole images (no detection).",
+            rich_help_panel=FACES,
+        ),
+    ] = FacesChoice.auto,
+    require_faces: Annotated[
+        bool,
+        typer.Option(
+            help="A photo without a face is an error instead of being protected whole.",
+            rich_help_panel=FACES,
+        ),
+    ] = False,
+    main_face_only: Annotated[
+        bool,
+        typer.Option(
+            help="In photos with several faces protect only the face most like the class's "
+            "main identity (matched by embedding).",
+            rich_help_panel=FACES,
+        ),
+    ] = False,
+    min_face_size: Annotated[
+        int,
+        typer.Option(help="Smallest face protected, in photo pixels.", rich_help_panel=FACES),
+    ] = 40,
+    face_confidence: Annotated[
+        float,
+        typer.Option(help="Smallest detector confidence of a face.", rich_help_panel=FACES),
+    ] = 0.95,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[
         int | None,
@@ -322,6 +361,7 @@ def protect(
         from ..inputs import collect_inputs
         from ..metadata import MetadataPolicy
         from ..pipeline import protect as run_protect
+        from ..regions import FaceMode
 
         if keep_metadata and strip_metadata is StripChoice.all:
             raise SetupError("--keep-metadata and --strip-metadata all contradict each other")
@@ -344,6 +384,11 @@ def protect(
             seed=seed,
             device=device,
             threads=threads,
+            faces=FaceMode(faces.value),
+            require_faces=require_faces,
+            main_face_only=main_face_only,
+            min_face_size=min_face_size,
+            face_confidence=face_confidence,
             metadata=MetadataPolicy.NONE if keep_metadata else MetadataPolicy(strip_metadata.value),
             max_pixels=max_pixels,
         )
