@@ -9,6 +9,7 @@ protected photos, and we report how many held-out clean photos of the user they 
     python benchmarks/tune_defaults.py --phase tune       # settings grid, tuning users
     python benchmarks/tune_defaults.py --phase tune-jpeg  # best of the grid, after JPEG-75 too
     python benchmarks/tune_defaults.py --phase report     # protect defaults, other users, 3 seeds
+    python benchmarks/tune_defaults.py --phase faces      # --faces on: crops detected, aligned
 
 Rows are cached in benchmarks/results/cache/ so an interrupted run resumes.
 """
@@ -45,6 +46,7 @@ from unlearn_cli.engine.attack import AttackSettings, run_attack
 from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
 from unlearn_cli.inputs import collect_inputs
 from unlearn_cli.pipeline import protect as run_protect
+from unlearn_cli.regions import FaceMode
 
 ROOT = Path(__file__).resolve().parent
 FACES = ROOT.parent.parent / "shared" / "data" / "faces"
@@ -72,6 +74,7 @@ class Setting:
     steps: int = 20
     min_rounds: int = 10
     max_rounds: int = 10
+    faces: FaceMode = FaceMode.AUTO
 
 
 GRID = [
@@ -231,8 +234,11 @@ def evaluate(
             rgbs = [photo.rgb for photo in user_photos]
             return {"plain": attack_row(rgbs, held_out, references, seed)}
         started = time.perf_counter()
-        if setting.name.startswith("defaults"):
-            rgbs, manifest = protect_with_pipeline(protected_paths, surrogate, seed)
+        if setting.name.startswith(("defaults", "faces")):
+            config = ProtectConfig(faces=setting.faces)
+            rgbs, manifest = protect_with_pipeline(protected_paths, surrogate, seed, config)
+            how = {photo["protected_as"] for photo in manifest["photos"]}
+            print(f"    protected as {sorted(how)}", flush=True)
             rounds = [
                 (r["round"], r["protected_accuracy"]) for r in manifest["optimisation"]["rounds"]
             ]
@@ -257,7 +263,7 @@ def evaluate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    phases = ["tune", "tune-jpeg", "transfer", "report"]
+    phases = ["tune", "tune-jpeg", "transfer", "report", "faces"]
     parser.add_argument("--phase", choices=phases, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
@@ -282,6 +288,15 @@ def main() -> None:
         users, seeds = TUNE_USERS, [0]
         settings = [s for s in GRID if s.name in ("class32-aug", "sample32-aug")]
         ACTIVE_ATTACKERS = ["vgg_small"]
+    elif args.phase == "faces":  # face mode: every crop detected and aligned again
+        users, seeds = REPORT_USERS, [0]
+        defaults = ProtectConfig(faces=FaceMode.ON)
+        name = f"faces-on-{cache_key(defaults.as_dict())[:8]}"
+        settings = [
+            Setting(
+                name, defaults.mode, defaults.resolution, defaults.augment, False, faces=FaceMode.ON
+            )
+        ]
     else:
         users, seeds = REPORT_USERS, [0, 1, 2]
         WITH_JPEG = args.jpeg
@@ -321,6 +336,7 @@ def main() -> None:
         "seeds": seeds,
         "attackers": ACTIVE_ATTACKERS,
         "protect_defaults": ProtectConfig().as_dict() if args.phase == "report" else None,
+        "protect_settings": defaults.as_dict() if args.phase == "faces" else None,
         "summary": summary,
         "rows": table,
     }
