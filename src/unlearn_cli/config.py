@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from .cache import cache_key
-from .engine.minmin import NoiseForm
+from .engine.augment import AugmentSettings
+from .engine.minmin import MinMinSettings, NoiseForm
 from .engine.models import MODELS
 from .errors import SetupError
 from .images import DEFAULT_MAX_PIXELS
@@ -112,6 +113,20 @@ class ProtectConfig:
         values = self.as_dict()
         del values["device"], values["threads"]
         return cache_key(values)
+
+    def minmin_settings(self) -> MinMinSettings:
+        """The engine's settings (in [0, 1] pixel units) for these levels-based ones."""
+        return MinMinSettings(
+            eps=self.eps / 255,
+            step_size=self.effective_step_size / 255,
+            steps=self.steps,
+            train_steps=self.train_steps,
+            max_rounds=self.rounds,
+            min_rounds=self.effective_min_rounds,
+            stop_accuracy=self.stop_accuracy,
+            form=self.mode,
+            augment=AugmentSettings() if self.augment else None,
+        )
 
     def as_dict(self) -> dict:
         values = asdict(self)

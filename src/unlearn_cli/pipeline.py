@@ -25,10 +25,8 @@ from . import __version__, surrogates
 from .cache import cache_key, cached, file_fingerprint
 from .config import Embedder, ProtectConfig
 from .engine import (
-    AugmentSettings,
     ErrorMinimizingNoise,
     MinMinResult,
-    MinMinSettings,
     RoundReport,
     TrainSettings,
     class_centroids,
@@ -224,6 +222,41 @@ def _protect(
     if not any(item.write for item in prepared):
         return manifest.save(final=True)
 
+    prepared, noise_per_photo = _optimise(
+        prepared,
+        class_names,
+        surrogate_root,
+        spec,
+        input_set,
+        exclude_classes,
+        checkpoint,
+        run_key,
+        manifest,
+        config,
+        device,
+        emit,
+    )
+    _write_photos(prepared, noise_per_photo, output_root, manifest, config, failures, emit, debug)
+    checkpoint.remove()
+    return manifest.save(final=True)
+
+
+def _optimise(
+    prepared: list[_Prepared],
+    class_names: list[str],
+    surrogate_root: Path,
+    spec: surrogates.NamedSurrogate | None,
+    input_set: InputSet,
+    exclude_classes: frozenset[str],
+    checkpoint: _Checkpoint,
+    run_key: str,
+    manifest: _ManifestWriter,
+    config: ProtectConfig,
+    device: torch.device,
+    emit: Callable[[Event], None],
+) -> tuple[list[_Prepared], tuple[torch.Tensor, ...]]:
+    """Choose the surrogate classes and run the min-min loop over every crop of the photos;
+    returns the photos (with main faces chosen, if asked) and each photo's noise."""
     chosen_surrogate = load_surrogate(
         surrogate_root,
         spec,
@@ -262,7 +295,7 @@ def _protect(
         emit(PhaseAdvanced(len(resume.rounds)))
     model = create_model(config.surrogate_model, len(class_names) + len(selected), seed=config.seed)
     labels = _crop_labels(prepared)
-    result = ErrorMinimizingNoise(model.to(device), _minmin_settings(config)).generate(
+    result = ErrorMinimizingNoise(model.to(device), config.minmin_settings()).generate(
         torch.cat([item.crops for item in prepared]),
         labels,
         other_images,
@@ -276,6 +309,20 @@ def _protect(
     noise = result.per_image(labels.to(result.noise.device)).cpu()
     noise_per_photo = noise.split([len(item.crops) for item in prepared])
 
+    return prepared, noise_per_photo
+
+
+def _write_photos(
+    prepared: list[_Prepared],
+    noise_per_photo: tuple[torch.Tensor, ...],
+    output_root: Path,
+    manifest: _ManifestWriter,
+    config: ProtectConfig,
+    failures: list[dict],
+    emit: Callable[[Event], None],
+    debug: bool,
+) -> None:
+    """Write every photo still to do; a full disk stops the run, any other error one photo."""
     emit(PhaseStarted("writing protected photos", sum(item.write for item in prepared)))
     try:
         for item, photo_noise in zip(prepared, noise_per_photo, strict=True):
@@ -303,22 +350,6 @@ def _protect(
     except KeyboardInterrupt:
         manifest.save(interrupted=True)  # what is written stays listed in the manifest
         raise
-    checkpoint.remove()
-    return manifest.save(final=True)
-
-
-def _minmin_settings(config: ProtectConfig) -> MinMinSettings:
-    return MinMinSettings(
-        eps=config.eps / 255,
-        step_size=config.effective_step_size / 255,
-        steps=config.steps,
-        train_steps=config.train_steps,
-        max_rounds=config.rounds,
-        min_rounds=config.effective_min_rounds,
-        stop_accuracy=config.stop_accuracy,
-        form=config.mode,
-        augment=AugmentSettings() if config.augment else None,
-    )
 
 
 def _describe(error: BaseException) -> str:
