@@ -71,11 +71,14 @@ def train_step(
     labels: torch.Tensor,
     generator: torch.Generator,
     augment: AugmentSettings | None,
+    channels_last: bool = False,
 ) -> float:
     """One SGD step on one batch; returns the batch loss."""
     model.train()
     if augment is not None:
         images = random_affine(images, generator, augment)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     loss = F.cross_entropy(model(images), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,0 +1,304 @@
+"""Speed and memory of protection: the hot loop side by side, and `unlearn protect` at scale.
+
+    python benchmarks/speed.py --part loop      # min-min round: memory layout x chunk x threads
+    python benchmarks/speed.py --part scaling   # unlearn protect on 10, 50, 200 face crops and
+                                                # full-size photos: wall, CPU, peak RSS, photos/min
+    python benchmarks/speed.py --part many      # 1,000 full-size photos: peak memory
+
+Every `protect` row runs the real command in a child process (so its peak RSS is its own) with
+the default settings against a surrogate folder of seven face identities. Rows are cached in
+benchmarks/results/cache/speed/, so an interrupted run resumes; results go to
+benchmarks/results/speed.json and speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from unlearn_cli.engine import ErrorMinimizingNoise, MinMinSettings, create_model
+from unlearn_cli.engine.augment import AugmentSettings
+
+ROOT = Path(__file__).resolve().parent
+SHARED = ROOT.parent.parent / "shared" / "data"
+FACES = SHARED / "faces"
+PORTRAITS = SHARED / "photos" / "portraits"
+RESULTS = ROOT / "results"
+CACHE = RESULTS / "cache" / "speed"
+SURROGATE_IDENTITIES = 7
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def cached_row(key: str, compute) -> dict:
+    path = CACHE / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    row = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row
+
+
+# --- the hot loop -----------------------------------------------------------------------------
+
+
+def loop_rows(images: int, repeats: int) -> list[dict]:
+    """Seconds per min-min round (defaults: 10 surrogate batches, 20 PGD steps with augmentation)
+    on ``images`` protected 32-px images, for each memory layout, chunk size and thread count,
+    measured interleaved so that every variant sees the same machine load."""
+    generator = torch.Generator().manual_seed(0)
+    protected = torch.rand(images, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 2, (images,), generator=generator)
+    others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
+    other_labels = torch.arange(2, 10).repeat_interleave(100)
+    variants = [
+        (layout, chunk, threads)
+        for threads in (1, 2)
+        for layout, chunk in (("nchw", 256), ("channels_last", 128))
+    ]
+    seconds: dict[tuple, list[float]] = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for layout, chunk, threads in variants:
+            torch.set_num_threads(threads)
+            settings = MinMinSettings(
+                max_rounds=1,
+                min_rounds=1,
+                augment=AugmentSettings(),
+                chunk=chunk,
+                channels_last=layout == "channels_last",
+            )
+            model = create_model("resnet_small", 10, seed=0)
+            started = time.perf_counter()
+            ErrorMinimizingNoise(model, settings).generate(
+                protected, labels, others, other_labels, torch.Generator().manual_seed(0)
+            )
+            seconds[(layout, chunk, threads)].append(time.perf_counter() - started)
+    baseline = {t: statistics.median(seconds[("nchw", 256, t)]) for t in (1, 2)}
+    return [
+        {
+            "layout": layout,
+            "chunk": chunk,
+            "threads": threads,
+            "images": images,
+            "round_seconds_median": round(statistics.median(values), 3),
+            "speedup_vs_nchw256_same_threads": round(
+                baseline[threads] / statistics.median(values), 2
+            ),
+            "load_average": round(os.getloadavg()[0], 2),
+        }
+        for (layout, chunk, threads), values in seconds.items()
+    ]
+
+
+# --- unlearn protect at scale -------------------------------------------------------------------
+
+
+def surrogate_folder(work: Path) -> Path:
+    names = sorted(p.name for p in FACES.iterdir() if p.is_dir() and len(list(p.iterdir())) >= 100)
+    folder = work / "surrogate"
+    folder.mkdir(exist_ok=True)
+    for name in names[0::2][:SURROGATE_IDENTITIES]:
+        if not (folder / name).exists():
+            (folder / name).symlink_to(FACES / name)
+    return folder
+
+
+def crop_inputs(work: Path, count: int) -> Path:
+    """``count`` aligned face crops of attacker-half identities, as one person's folder."""
+    names = sorted(p.name for p in FACES.iterdir() if p.is_dir() and len(list(p.iterdir())) >= 100)
+    paths = [p for name in names[1::2] for p in sorted((FACES / name).iterdir())][:count]
+    folder = work / f"crops{count}"
+    folder.mkdir()
+    for index, path in enumerate(paths):
+        shutil.copy(path, folder / f"{index:04d}.png")
+    return folder
+
+
+def full_size_inputs(work: Path, count: int, megapixels: float) -> Path:
+    """``count`` full-size JPEGs: the portraits of ../shared/data/photos, cycled and rescaled to
+    about ``megapixels`` (each copy slightly different in size so no two are identical)."""
+    sources = sorted(PORTRAITS.rglob("*.jpg"))
+    folder = work / f"photos{count}"
+    folder.mkdir()
+    for index in range(count):
+        with Image.open(sources[index % len(sources)]) as image:
+            image = image.convert("RGB")
+            scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5 * (1 + index * 1e-4)
+            size = (round(image.width * scale), round(image.height * scale))
+            image.resize(size, Image.Resampling.BICUBIC).save(
+                folder / f"{index:04d}.jpg", quality=90
+            )
+    return folder
+
+
+def run_protect(folder: Path, surrogate: Path, cache: Path, threads: int | None) -> dict:
+    """`unlearn protect` in a child process: wall and CPU seconds, its peak RSS."""
+    command = [
+        sys.executable,
+        "-m",
+        "unlearn_cli",
+        "protect",
+        str(folder),
+        "--surrogate",
+        str(surrogate),
+        "--json",
+        "--quiet",
+    ]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            command,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "UNLEARN_CACHE_DIR": str(cache)},
+        )
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU time and peak RSS
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        stdout.seek(0)
+        stderr.seek(0)
+        if child.returncode != 0:
+            error = stderr.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"protect failed ({child.returncode}): {error}")
+        manifest = json.loads(stdout.read())
+    return {
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),  # Linux reports KiB
+        "photos": manifest["totals"]["protected"],
+        "faces": sum(
+            sum(face["protected"] for face in photo.get("faces", []))
+            for photo in manifest["photos"]
+        ),
+        "optimisation_seconds": sum(r["seconds"] for r in manifest["optimisation"]["rounds"]),
+        "photos_per_minute": round(manifest["totals"]["protected"] / wall * 60, 1),
+    }
+
+
+def scaling_rows(
+    counts: list[int], megapixels: float, threads: int | None, warm_too: bool = True
+) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        surrogate = surrogate_folder(work)
+        cache = work / "cache"
+        for kind in ("crops", "photos"):
+            for count in counts:
+
+                def compute(kind: str = kind, count: int = count) -> dict:
+                    folder = (
+                        crop_inputs(work, count)
+                        if kind == "crops"
+                        else full_size_inputs(work, count, megapixels)
+                    )
+                    runs = {"cold": run_protect(folder, surrogate, cache, threads)}
+                    if warm_too:  # again, with the surrogate's tensors and warm-up cached
+                        shutil.rmtree(folder.with_name(folder.name + "-protected"))
+                        runs["warm"] = run_protect(folder, surrogate, cache, threads)
+                    shutil.rmtree(folder.with_name(folder.name + "-protected"))
+                    shutil.rmtree(folder)
+                    return runs
+
+                key = f"{kind}-{count}-{megapixels}-{threads}"
+                row = {"kind": kind, "count": count, **cached_row(key, compute)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                shutil.rmtree(cache, ignore_errors=True)  # every row starts cold
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["loop", "scaling", "many"], required=True)
+    parser.add_argument("--threads", type=int, default=None, help="protect --threads")
+    parser.add_argument("--megapixels", type=float, default=3.0, help="full-size photo size")
+    args = parser.parse_args()
+    results_path = RESULTS / "speed.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    stamp = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": "python " + " ".join(sys.argv),
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+    }
+    if args.part == "loop":
+        results["loop"] = {**stamp, "rows": loop_rows(images=1000, repeats=3)}
+        for row in results["loop"]["rows"]:
+            print(json.dumps(row))
+    elif args.part == "scaling":
+        rows = scaling_rows([10, 50, 200], args.megapixels, args.threads)
+        results["scaling"] = {**stamp, "megapixels": args.megapixels, "rows": rows}
+    else:
+        rows = scaling_rows([1000], args.megapixels, args.threads, warm_too=False)
+        results["many"] = {**stamp, "megapixels": args.megapixels, "rows": rows}
+    results_path.write_text(json.dumps(results, indent=2))
+    write_markdown(results, RESULTS / "speed.md")
+    print(f"wrote {results_path} and speed.md")
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    lines = ["# Speed and memory", ""]
+    if "loop" in results:
+        loop = results["loop"]
+        lines += [
+            f"## Min-min round, {loop['rows'][0]['images']} images at 32 px",
+            "",
+            f"{loop['date']}, {loop['machine']}, load average {loop['load_average_at_start']}; "
+            f"`{loop['command']}`; medians of interleaved repeats.",
+            "",
+            "| layout | chunk | threads | s / round | speed-up vs NCHW-256 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['layout']} | {r['chunk']} | {r['threads']} | {r['round_seconds_median']} "
+            f"| {r['speedup_vs_nchw256_same_threads']} |"
+            for r in loop["rows"]
+        ]
+        lines.append("")
+    for part in ("scaling", "many"):
+        if part not in results:
+            continue
+        block = results[part]
+        lines += [
+            f"## `unlearn protect`, {part}",
+            "",
+            f"{block['date']}, {block['machine']}, load average {block['load_average_at_start']};"
+            f" `{block['command']}`; full-size photos of about {block['megapixels']} MP.",
+            "",
+            "| input | photos | faces | run | wall s | CPU s | optimisation s | peak RSS MB "
+            "| photos/min |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in block["rows"]:
+            for run in [run for run in ("cold", "warm") if run in row]:
+                r = row[run]
+                lines.append(
+                    f"| {row['kind']} | {r['photos']} | {r['faces']} | {run} | {r['wall_seconds']} "
+                    f"| {r['cpu_seconds']} | {r['optimisation_seconds']:.1f} | {r['peak_rss_mb']} "
+                    f"| {r['photos_per_minute']} |"
+                )
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
