@@ -50,3 +50,23 @@ def test_cached_face_weights_are_used_for_matching(
     )
     assert result.exit_code == 0, result.output
     assert "InceptionResnetV1" in json.loads(result.stdout)["surrogate"]["embedding_source"]
+
+
+def test_surrogate_face_embeddings_are_cached_across_runs(
+    photo_folder: Path, tiny_surrogate: Path, monkeypatch
+) -> None:
+    _cache_stand_in_weights()
+    embedded: list[int] = []
+    real_embed = FaceEmbedder.embed
+
+    def counting(self, images, batch_size=64):
+        embedded.append(len(images))
+        return real_embed(self, images, batch_size)
+
+    monkeypatch.setattr(FaceEmbedder, "embed", counting)
+    command = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    assert sorted(embedded) == [4, 24]  # the user's 4 photos, the surrogate's 24 images
+    embedded.clear()
+    assert CliRunner().invoke(app, [*command, "--overwrite"]).exit_code == 0
+    assert embedded == [4]  # the surrogate's embeddings came from the cache

@@ -619,11 +619,22 @@ def _match(
                 ]
             )
         )
-        surrogate_features = embedder.embed(
-            surrogates.surrogate_images(
-                surrogate, FACENET_INPUT, config.max_per_class, _surrogate_finder(config)
-            )[0]
+        finder = _surrogate_finder(config)
+        key = cache_key(
+            "face-embeddings",
+            source,
+            _surrogate_fingerprint(surrogate, config),
+            finder and (config.min_face_size, config.face_confidence),
         )
+
+        def embed_surrogate() -> torch.Tensor:
+            images, _ = surrogates.surrogate_images(
+                surrogate, FACENET_INPUT, config.max_per_class, finder
+            )
+            return embedder.embed(images)
+
+        # a second run on the same surrogate embeds nothing again
+        surrogate_features = cached(cache_dir() / "embeddings", key, embed_surrogate)
     else:
         emit(PhaseStarted("warming up the surrogate model", config.warmup_epochs))
         model = _warm_model(surrogate, surrogate_pixels, surrogate_labels, config, device, emit)
@@ -686,6 +697,13 @@ def _keep_main_faces(
     return kept, torch.stack([faces[index] for faces, index in zip(per_photo, best, strict=True)])
 
 
+def _surrogate_fingerprint(surrogate: Surrogate, config: ProtectConfig) -> str:
+    """Identity of the surrogate images a run uses (names, sizes and times of the files)."""
+    return file_fingerprint(
+        [path for cls in surrogate.classes for path in cls.paths[: config.max_per_class]]
+    )
+
+
 def _surrogate_finder(config: ProtectConfig) -> RegionFinder | None:
     """Face surrogates go through the same detection and alignment as the user's photos."""
     if config.faces is FaceMode.OFF:
@@ -711,7 +729,7 @@ def _warm_model(
         config.resolution,
         _surrogate_finder(config) and (config.min_face_size, config.face_confidence),
         [c.name for c in surrogate.classes],
-        file_fingerprint([p for c in surrogate.classes for p in c.paths[: config.max_per_class]]),
+        _surrogate_fingerprint(surrogate, config),
     )
 
     def warm() -> dict:
