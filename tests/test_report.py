@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from unlearn_cli import report
 from unlearn_cli.errors import SetupError
 from unlearn_cli.learnability import split_photos
 from unlearn_cli.report import budget_dict, measure_budget, totals
@@ -62,3 +63,24 @@ def test_learnability_split_holds_out_a_seeded_share_per_class() -> None:
     assert splits == split_photos(photos, holdout=0.34, seed=1)
     with pytest.raises(SetupError, match="at least 2"):
         split_photos([{"class": "c", "output": "c0"}], holdout=0.3, seed=0)
+
+
+@pytest.mark.parametrize("height", [7, 8, 129, 130, 255, 256, 257, 385])
+def test_strip_wise_budget_equals_the_whole_image_figures(height: int, monkeypatch) -> None:
+    """Strips of 128 rows (the last one as short as one row) give skimage's whole-image SSIM."""
+    from skimage.metrics import structural_similarity
+
+    monkeypatch.setattr(report, "BUDGET_STRIP_ROWS", 128)
+    rng = np.random.default_rng(height)
+    original = rng.integers(0, 256, (height, 9, 3), dtype=np.uint8)
+    protected = np.clip(original + rng.integers(-8, 9, original.shape), 0, 255).astype(np.uint8)
+    budget = report.measure_budget(original, protected)
+    whole = structural_similarity(
+        original.astype(np.float32),
+        protected.astype(np.float32),
+        channel_axis=2,
+        data_range=255,
+        win_size=7,
+    )
+    assert budget.ssim == pytest.approx(float(whole), abs=1e-5)
+    assert budget.linf == int(np.abs(original.astype(int) - protected).max())

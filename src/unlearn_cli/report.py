@@ -69,7 +69,8 @@ def measure_budget(original: np.ndarray, protected: np.ndarray) -> Budget:
         square_sum += int(np.square(difference, dtype=np.int64).sum())
         if window < 3:
             continue
-        low, high = max(0, top - pad), min(height, bottom + pad)
+        high = min(height, bottom + pad)
+        low = max(0, min(top - pad, high - window))  # a short last strip borrows rows above
         _, similarity = structural_similarity(  # float32: four times faster, same figure
             original[low:high].astype(np.float32),
             protected[low:high].astype(np.float32),
