@@ -211,7 +211,7 @@ def protect(
     threads: Annotated[
         int | None,
         typer.Option(
-            help="CPU threads \\[default: the cores the load average shows idle, at least 1].",
+            help="CPU threads \\[default: the cores idle when the run starts, at least 1].",
             show_default=False,
         ),
     ] = None,
