@@ -268,6 +268,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
     parser.add_argument(
+        "--seeds", default="0,1,2", help="report: comma-separated seeds (default 0,1,2)"
+    )
+    parser.add_argument(
         "--cached-only", action="store_true", help="summarise the rows measured so far"
     )
     args = parser.parse_args()
@@ -298,7 +301,7 @@ def main() -> None:
             )
         ]
     else:
-        users, seeds = REPORT_USERS, [0, 1, 2]
+        users, seeds = REPORT_USERS, [int(seed) for seed in args.seeds.split(",")]
         WITH_JPEG = args.jpeg
         defaults = ProtectConfig()
         name = f"defaults-{cache_key(defaults.as_dict())[:8]}"  # rows follow the defaults
@@ -329,7 +332,8 @@ def main() -> None:
                 f"{name:18s}  {condition:8s}  "
                 + "  ".join(f"{medians[a]:18.2f}" for a in ACTIVE_ATTACKERS)
             )
-    out = ROOT / "results" / f"tune_defaults_{args.phase}.json"
+    suffix = "-jpeg" if args.phase == "report" and args.jpeg else ""
+    out = ROOT / "results" / f"tune_defaults_{args.phase}{suffix}.json"
     measured = {
         "phase": args.phase,
         "users": users,
