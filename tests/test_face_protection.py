@@ -131,3 +131,29 @@ def test_aligned_crops_stay_whole_under_auto_and_are_aligned_under_on(
     assert result.exit_code == 0, result.stderr
     assert {p["protected_as"] for p in manifest["photos"]} == {"faces"}
     _check_written(folder, manifest)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_faces_are_found_in_any_exif_orientation(
+    shared_data: Path, tmp_path: Path, tiny_surrogate: Path, orientation: int
+) -> None:
+    """A portrait stored sideways or upside down with its EXIF tag: found, protected upright."""
+    source = shared_data / "photos" / "portraits" / "barack_obama" / "face_recognition_obama.jpg"
+    folder = tmp_path / "turned"
+    folder.mkdir()
+    stored = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_90,
+        8: Image.Transpose.ROTATE_270,
+    }
+    with Image.open(source) as image:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image.transpose(stored[orientation]).save(folder / "obama.jpg", quality=95, exif=exif)
+    result, manifest = _protect(folder, tiny_surrogate)
+    assert result.exit_code == 0, result.stderr
+    (photo,) = manifest["photos"]
+    assert photo["protected_as"] == "faces"
+    upright = load_photo(source)
+    assert (photo["width"], photo["height"]) == upright.size
+    _check_written(folder, manifest)
