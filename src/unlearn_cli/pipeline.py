@@ -153,6 +153,7 @@ class _Prepared:
     regions: Regions
     crops: torch.Tensor  # N x 3 x r x r uint8, one per protected face (or the whole image)
     write: bool = True
+    face_model_crops: torch.Tensor | None = None  # the same at the face model's input size
 
 
 def protect(
@@ -541,6 +542,9 @@ def _prepare_photos(
         )
     )
     finder = RegionFinder(config.faces, config.min_face_size, config.face_confidence)
+    face_model = config.embedder is Embedder.FACE or (
+        config.embedder is Embedder.AUTO and facenet_available()
+    )  # then matching may embed with the face model: cut its crops now, not decode again
     prepared = []
     for item in todo:
         try:
@@ -556,6 +560,7 @@ def _prepare_photos(
                     regions,
                     regions.crops(photo, config.resolution),
                     item.action is not Action.SKIP,
+                    regions.crops(photo, FACENET_INPUT) if face_model else None,
                 )
             )
         except Exception as error:  # one photo failing never stops the batch
@@ -609,16 +614,7 @@ def _match(
         emit(PhaseStarted("embedding with the face model"))
         embedder = FaceEmbedder(device)
         source = embedder.source
-        own_features = embedder.embed(
-            torch.cat(
-                [
-                    item.regions.crops(
-                        load_photo(item.photo.path, config.max_pixels), FACENET_INPUT
-                    )
-                    for item in prepared
-                ]
-            )
-        )
+        own_features = embedder.embed(torch.cat([item.face_model_crops for item in prepared]))
         finder = _surrogate_finder(config)
         key = cache_key(
             "face-embeddings",
