@@ -1,7 +1,8 @@
 """The optimisation engine: tensors in, tensors out. It imports nothing but torch (and
 torchvision for model definitions) and never touches files, printing or the CLI."""
 
-from .augment import AugmentSettings, random_affine
+from .augment import AugmentSettings, random_affine, random_augment
+from .degrade import DegradeSettings, differentiable_jpeg, random_degrade
 from .matching import ClassMatch, class_centroids, match_classes
 from .minmin import (
     ErrorMinimizingNoise,
@@ -19,6 +20,7 @@ __all__ = [
     "AugmentSettings",
     "ClassMatch",
     "Classifier",
+    "DegradeSettings",
     "ErrorMinimizingNoise",
     "MinMinResult",
     "MinMinSettings",
@@ -28,10 +30,13 @@ __all__ = [
     "accuracy",
     "class_centroids",
     "create_model",
+    "differentiable_jpeg",
     "embed",
     "match_classes",
     "predict",
     "project",
     "random_affine",
+    "random_augment",
+    "random_degrade",
     "train",
 ]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentSettings, random_affine
+from .augment import AugmentSettings, random_augment
 from .training import TrainSettings, as_float, make_optimizer, shuffled_batches, train_step
 
 
@@ -278,7 +278,7 @@ class ErrorMinimizingNoise:
                     noise = result.of(index, labels).clone().requires_grad_()
                     inputs = (images + noise).clamp(0, 1)
                     if s.augment is not None:
-                        inputs = random_affine(inputs, generator, s.augment)
+                        inputs = random_augment(inputs, generator, s.augment)
                     loss = F.cross_entropy(
                         self.model(self._layout(inputs)), targets, reduction="sum"
                     )
