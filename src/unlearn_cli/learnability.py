@@ -4,6 +4,11 @@ Some of each protected class's originals are held out as clean "future photos". 
 (architectures other than the surrogate's, trained from scratch with ordinary augmentation) learn
 reference identities plus the *protected* versions of the other photos; we count how many of the
 held-out clean photos they recognise, and compare with the same training on the clean originals.
+
+Countermeasures (JPEG, grayscale, downscaling, strong augmentation, adversarial training) are
+applied to everything the attacker trains on, references and the clean baseline included; the
+held-out photos stay clean originals, as the new photos an attacker meets would be. The adaptive
+attacker enrols the photos in the embedding of a model trained on the references alone.
 """
 
 from __future__ import annotations
@@ -12,14 +17,22 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from .engine.attack import AttackSettings, run_attack
+from .countermeasures import Countermeasure, attack_settings_for, sanitise
+from .engine.attack import (
+    AttackSettings,
+    probe_recognition,
+    run_attack,
+    train_feature_extractor,
+)
+from .engine.training import embed
 from .errors import ImageError, SetupError
-from .images import load_photo, resize_for_model
-from .surrogates import NAMED_SURROGATES, load_surrogate, surrogate_images
+from .images import Photo, load_photo, resize_for_model
+from .surrogates import NAMED_SURROGATES, Surrogate, load_surrogate, surrogate_images
 from .verify import original_path
 
 
@@ -28,7 +41,8 @@ class LearnabilitySettings:
     """Sized for minutes on a laptop CPU: two architectures, 30 epochs at 64 px, up to
     8 reference identities of 100 photos each (4 trainings of one to two minutes each).
     MobileNet is not a default: from scratch on a few hundred faces it stayed at chance even
-    on clean photos, which says nothing about protection."""
+    on clean photos, which says nothing about protection. Each countermeasure adds two
+    trainings per architecture; ``adaptive`` adds one training of the feature extractor."""
 
     architectures: tuple[str, ...] = ("vgg_small", "resnet18_imagenet")
     epochs: int = 30
@@ -38,6 +52,8 @@ class LearnabilitySettings:
     max_per_class: int = 100
     max_ratio: float = 0.5
     seed: int = 0
+    countermeasures: tuple[Countermeasure, ...] = ()
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1:
@@ -46,6 +62,19 @@ class LearnabilitySettings:
             raise SetupError(f"--max-ratio must be in (0, 1], got {self.max_ratio}")
         if self.epochs < 1 or not self.architectures:
             raise SetupError("--epochs must be >= 1 and at least one architecture is needed")
+        try:
+            chosen = tuple(Countermeasure(c) for c in self.countermeasures)
+        except ValueError as error:
+            raise SetupError(f"unknown countermeasure: {error}") from None
+        object.__setattr__(self, "countermeasures", chosen)
+
+    @property
+    def attacks(self) -> tuple[Countermeasure, ...]:
+        """Plain first, then the requested countermeasures, each once."""
+        return tuple(dict.fromkeys((Countermeasure.plain, *self.countermeasures)))
+
+
+ADAPTIVE_EXTRACTOR = "resnet18_imagenet"
 
 
 @dataclass(frozen=True)
@@ -72,11 +101,91 @@ def split_photos(photos: list[dict], holdout: float, seed: int) -> dict[str, _Sp
     return splits
 
 
-def _decode(paths: list[Path], resolution: int) -> torch.Tensor:
+def _decode(paths: list[Path], resolution: int, countermeasure: Countermeasure) -> torch.Tensor:
     try:
-        return torch.stack([resize_for_model(load_photo(path), resolution) for path in paths])
+        return torch.stack(
+            [
+                resize_for_model(Photo(sanitise(load_photo(path).rgb, countermeasure)), resolution)
+                for path in paths
+            ]
+        )
     except ImageError as error:
         raise SetupError(f"learnability cannot read {error}") from error
+
+
+def _sanitised_references(
+    references: Surrogate, resolution: int, max_per_class: int, countermeasure: Countermeasure
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference images as ``surrogate_images`` gives them, but sanitised at full size
+    first (as a scraper would) and not cached: the cache keeps only what protect also uses."""
+    images, labels = [], []
+    for index, cls in enumerate(references.classes):
+        for path in cls.paths[:max_per_class]:
+            try:
+                rgb = load_photo(path).rgb
+            except ImageError:
+                continue  # as in surrogate_images: an unreadable reference is not used
+            if references.crop is not None:
+                left, top, right, bottom = references.crop
+                rgb = rgb[top:bottom, left:right]
+            images.append(resize_for_model(Photo(sanitise(rgb, countermeasure)), resolution))
+            labels.append(index)
+    return torch.stack(images), torch.tensor(labels)
+
+
+def _adaptive_rates(
+    references: tuple[torch.Tensor, torch.Tensor],
+    galleries: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    settings: LearnabilitySettings,
+) -> dict[str, dict[str, dict[int, float]]]:
+    """Per matching method and gallery (clean or protected enrolment), the share of each
+    class's held-out photos matched to it, in the embedding of a model that never saw the user."""
+    reference_images, reference_labels = references
+    extractor = train_feature_extractor(
+        reference_images,
+        reference_labels,
+        AttackSettings(architecture=ADAPTIVE_EXTRACTOR, epochs=settings.epochs),
+        seed=settings.seed,
+    )
+    by_gallery = {
+        condition: probe_recognition(
+            partial(embed, extractor), images, labels, test_images, test_labels
+        )
+        for condition, (images, labels) in galleries.items()
+    }
+    methods = next(iter(by_gallery.values()))
+    return {
+        method: {condition: rates[method] for condition, rates in by_gallery.items()}
+        for method in methods
+    }
+
+
+def _attack_name(row: dict) -> str:
+    if row["countermeasure"] == Countermeasure.plain:
+        return f"{row['class']} ({row['architecture']})"
+    return f"{row['class']} ({row['architecture']}, {row['countermeasure']})"
+
+
+def _verdict(results: list[dict]) -> tuple[bool, str | None]:
+    """Every requested attack must fail to learn the user, each against its own clean
+    baseline; a baseline at chance proves nothing either way."""
+    weak = [r for r in results if r["inconclusive"]]
+    failed = [r for r in results if not r["passed"]]
+    problems = []
+    if weak:
+        problems.append(
+            "the clean baseline recognised no more than chance for "
+            + ", ".join(map(_attack_name, weak))
+            + ": too few photos to judge"
+        )
+    if failed:
+        problems.append(
+            "protected accuracy is not below max_ratio x the clean baseline for "
+            + ", ".join(map(_attack_name, failed))
+        )
+    return not problems, "; ".join(problems) or None
 
 
 def measure_learnability(
@@ -87,7 +196,8 @@ def measure_learnability(
     settings: LearnabilitySettings,
     on_training: Callable[[str], None] | None = None,
 ) -> dict:
-    """Train attackers on protected and on clean photos; report recognition of held-out photos."""
+    """Train attackers on protected and on clean photos, under each countermeasure, and probe
+    with the adaptive attacker if asked; report recognition of held-out clean photos."""
     started = time.perf_counter()
     photos = [p for p in manifest["photos"] if (folder / p["output"]).is_file()]
     splits = split_photos(photos, settings.holdout, settings.seed)
@@ -110,12 +220,17 @@ def measure_learnability(
         protected_hashes={p["source_sha256"] for p in photos},
     )
     references = replace(references, classes=references.classes[: settings.max_reference_classes])
-    reference_images, reference_labels = surrogate_images(
-        references, settings.resolution, settings.max_per_class
-    )
-    reference_labels = reference_labels + len(class_names)
 
-    def images_of(part: str, protected: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_set(countermeasure: Countermeasure) -> tuple[torch.Tensor, torch.Tensor]:
+        if countermeasure.changes_photos:
+            return _sanitised_references(
+                references, settings.resolution, settings.max_per_class, countermeasure
+            )
+        return surrogate_images(references, settings.resolution, settings.max_per_class)
+
+    def images_of(
+        part: str, protected: bool, countermeasure: Countermeasure = Countermeasure.plain
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         paths, labels = [], []
         for index, name in enumerate(class_names):
             for photo in getattr(splits[name], part):
@@ -126,60 +241,83 @@ def measure_learnability(
                     else original_path(manifest, photo, originals)
                 )
                 labels.append(index)
-        return _decode(paths, settings.resolution), torch.tensor(labels)
+        return _decode(paths, settings.resolution, countermeasure), torch.tensor(labels)
 
-    test_images, test_labels = images_of("test", protected=False)
-    train_sets = {
-        "clean": images_of("train", protected=False),
-        "protected": images_of("train", protected=True),
-    }
-    results, curves = [], {}
-    for architecture in settings.architectures:
-        attack = AttackSettings(architecture=architecture, epochs=settings.epochs)
-        outcome = {}
-        for condition, (own_images, own_labels) in train_sets.items():
-            if on_training is not None:
-                on_training(f"{architecture} on {condition} photos")
-            outcome[condition] = run_attack(
+    def training_sets(
+        countermeasure: Countermeasure,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """References plus the user's clean or protected photos, after a photo-level
+        countermeasure; the user's classes are labelled first, the references after them."""
+        photo_level = countermeasure if countermeasure.changes_photos else Countermeasure.plain
+        reference_images, reference_labels = reference_set(photo_level)
+        sets = {}
+        for condition in ("clean", "protected"):
+            own_images, own_labels = images_of("train", condition == "protected", photo_level)
+            sets[condition] = (
                 torch.cat([reference_images, own_images]),
-                torch.cat([reference_labels, own_labels]),
-                test_images,
-                test_labels,
-                attack,
-                seed=settings.seed,
+                torch.cat([reference_labels + len(class_names), own_labels]),
             )
-        curves[architecture] = {
-            condition: [
-                {class_names[k]: round(v, 4) for k, v in epoch.items()} for epoch in result.curve
-            ]
-            for condition, result in outcome.items()
+        return sets
+
+    def row(architecture: str, countermeasure: Countermeasure, index: int, rates: dict) -> dict:
+        clean, protected = rates["clean"][index], rates["protected"][index]
+        return {
+            "architecture": architecture,
+            "countermeasure": str(countermeasure),
+            "class": class_names[index],
+            "clean": round(clean, 4),
+            "protected": round(protected, 4),
+            "passed": protected <= settings.max_ratio * clean,
+            "inconclusive": clean <= chance,
         }
-        for index, name in enumerate(class_names):
-            clean = outcome["clean"].recognised[index]
-            protected = outcome["protected"].recognised[index]
-            results.append(
-                {
-                    "architecture": architecture,
-                    "class": name,
-                    "clean": round(clean, 4),
-                    "protected": round(protected, 4),
-                    "passed": protected <= settings.max_ratio * clean,
-                }
-            )
+
     chance = 1 / (len(class_names) + len(references.classes))
-    weak = [r for r in results if r["clean"] <= chance]
-    passed = all(r["passed"] for r in results) and not weak
-    reason = None
-    if weak:
-        reason = (
-            "the clean baseline recognised no more than chance for "
-            + ", ".join(f"{r['class']} ({r['architecture']})" for r in weak)
-            + ": too few photos to judge"
+    test_images, test_labels = images_of("test", protected=False)
+    results: list[dict] = []
+    curves: dict = {}
+    countermeasure_curves: dict = {}
+    plain_sets = training_sets(Countermeasure.plain)
+    for countermeasure in settings.attacks:
+        train_sets = training_sets(countermeasure) if countermeasure.changes_photos else plain_sets
+        for architecture in settings.architectures:
+            attack = attack_settings_for(
+                countermeasure, AttackSettings(architecture=architecture, epochs=settings.epochs)
+            )
+            outcome = {}
+            for condition, (images, labels) in train_sets.items():
+                if on_training is not None:
+                    after = "" if countermeasure is Countermeasure.plain else f", {countermeasure}"
+                    on_training(f"{architecture} on {condition} photos{after}")
+                outcome[condition] = run_attack(
+                    images, labels, test_images, test_labels, attack, seed=settings.seed
+                )
+            by_epoch = {
+                condition: [
+                    {class_names[k]: round(v, 4) for k, v in epoch.items()}
+                    for epoch in result.curve
+                ]
+                for condition, result in outcome.items()
+            }
+            if countermeasure is Countermeasure.plain:
+                curves[architecture] = by_epoch
+            else:
+                countermeasure_curves.setdefault(str(countermeasure), {})[architecture] = by_epoch
+            rates = {condition: result.recognised for condition, result in outcome.items()}
+            results += [
+                row(architecture, countermeasure, i, rates) for i in range(len(class_names))
+            ]
+    if settings.adaptive:
+        if on_training is not None:
+            on_training(f"{ADAPTIVE_EXTRACTOR} feature extractor on the reference identities")
+        by_method = _adaptive_rates(
+            reference_set(Countermeasure.plain), plain_sets, test_images, test_labels, settings
         )
-    elif not passed:
-        reason = "protected accuracy is not below max_ratio x the clean baseline for " + ", ".join(
-            f"{r['class']} ({r['architecture']})" for r in results if not r["passed"]
-        )
+        for method, rates in by_method.items():
+            results += [
+                row(f"adaptive-{method}", Countermeasure.plain, i, rates)
+                for i in range(len(class_names))
+            ]
+    passed, reason = _verdict(results)
     return {
         "passed": passed,
         "reason": reason,
@@ -189,8 +327,18 @@ def measure_learnability(
         "chance": round(chance, 4),
         "held_out": {name: len(splits[name].test) for name in class_names},
         "trained_on": {name: len(splits[name].train) for name in class_names},
-        "settings": {**asdict(settings), "architectures": list(settings.architectures)},
+        "settings": {
+            **asdict(settings),
+            "architectures": list(settings.architectures),
+            "countermeasures": [str(c) for c in settings.countermeasures],
+        },
+        "adaptive_extractor": (
+            f"{ADAPTIVE_EXTRACTOR} trained from scratch on the reference identities"
+            if settings.adaptive
+            else None
+        ),
         "results": results,
         "curves": curves,
+        "countermeasure_curves": countermeasure_curves,
         "seconds": round(time.perf_counter() - started, 1),
     }

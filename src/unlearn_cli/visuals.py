@@ -153,9 +153,16 @@ def write_report(
         sections.append(
             f"<h2>Learnability{html.escape(note)}</h2>"
             + _table(
-                ["architecture", "class", "clean", "protected", "passed"],
+                ["architecture", "countermeasure", "class", "clean", "protected", "passed"],
                 [
-                    [r["architecture"], r["class"], r["clean"], r["protected"], r["passed"]]
+                    [
+                        r["architecture"],
+                        r["countermeasure"],
+                        r["class"],
+                        r["clean"],
+                        r["protected"],
+                        "inconclusive" if r["inconclusive"] else r["passed"],
+                    ]
                     for r in learnability["results"]
                 ],
             )

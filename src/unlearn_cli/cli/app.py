@@ -470,10 +470,34 @@ def verify(
         float,
         typer.Option(
             help="Learnability passes when protected recognition <= this x the "
-            "clean baseline, for every architecture and class."
+            "clean baseline, for every attack (architecture, countermeasure) and class."
         ),
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Random seed of the split and the attackers.")] = 0,
+    countermeasures: Annotated[
+        str | None,
+        typer.Option(
+            "--countermeasures",
+            metavar="LIST",
+            help="With --learnability, also attack after countermeasures known to remove or "
+            "bypass the noise, each judged against the same treatment of the originals: "
+            "comma-separated from jpeg90, jpeg75, jpeg50, grayscale, downscale2x (applied to "
+            "every photo the attacker trains on), strong-augment (mixup and wider shifts), "
+            "adversarial-training (3-step PGD), or all. Each adds 2 trainings per "
+            "architecture; adversarial-training costs about 4x a plain one.",
+            show_default=False,
+        ),
+    ] = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="With --learnability, also try an adaptive attacker that never trains on the "
+            "user: a feature extractor (resnet18_imagenet) trained on the reference "
+            "identities alone matches new photos to the enrolled ones by nearest centroid "
+            "and by a linear probe. Adds 1 training.",
+        ),
+    ] = False,
     report: Annotated[
         Path | None,
         typer.Option(
@@ -492,11 +516,14 @@ def verify(
 
     stdout, stderr = consoles()
     with exit_codes(stderr, debug):
+        from ..errors import SetupError
         from ..verify import read_manifest, verify_files
 
-        manifest = read_manifest(folder)
+        if (countermeasures is not None or adaptive) and not learnability:
+            raise SetupError("--countermeasures and --adaptive need --learnability")
         settings = None
         if learnability:
+            from ..countermeasures import parse_countermeasures
             from ..learnability import LearnabilitySettings
 
             settings = LearnabilitySettings(
@@ -505,7 +532,10 @@ def verify(
                 holdout=holdout,
                 max_ratio=max_ratio,
                 seed=seed,
+                countermeasures=parse_countermeasures(countermeasures or ""),
+                adaptive=adaptive,
             )
+        manifest = read_manifest(folder)
         status = (
             stderr.status("checking budget and integrity")
             if not quiet and stderr.is_terminal

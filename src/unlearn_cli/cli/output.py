@@ -165,8 +165,16 @@ def print_plan(console: Console, plan: dict) -> None:
     )
 
 
+def _row_verdict(row: dict) -> str:
+    """A clean baseline at chance makes a row inconclusive, whatever the protected figure."""
+    if row["inconclusive"]:
+        return "inconclusive"
+    return "ok" if row["passed"] else "FAIL"
+
+
 def print_verify(console: Console, result: dict) -> None:
-    """The verify report: per photo, unknown files, each check, learnability per architecture."""
+    """The verify report: per photo, unknown files, each check, learnability per architecture,
+    countermeasure and class."""
     table = Table(title=f"Verify (eps {result['eps']} levels)", title_justify="left")
     for column in ("photo", "integrity", "L-inf", "mean |d|", "PSNR dB", "SSIM", "budget"):
         table.add_column(column, justify="left" if column in ("photo", "integrity") else "right")
@@ -194,15 +202,23 @@ def print_verify(console: Console, result: dict) -> None:
     learnability = result["checks"].get("learnability")
     if learnability:
         table = Table(title="Learnability: held-out clean photos recognised", title_justify="left")
-        for column in ("architecture", "class", "trained on clean", "trained on protected", ""):
+        for column in (
+            "architecture",
+            "countermeasure",
+            "class",
+            "trained on clean",
+            "trained on protected",
+            "",
+        ):
             table.add_column(column)
         for row in learnability["results"]:
             table.add_row(
                 row["architecture"],
+                row["countermeasure"],
                 row["class"],
                 f"{row['clean']:.0%}",
                 f"{row['protected']:.0%}",
-                "ok" if row["passed"] else "FAIL",
+                _row_verdict(row),
             )
         console.print(table)
         console.print(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentSettings, random_affine
+from .augment import AugmentSettings, random_augment
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     augment: AugmentSettings | None = AugmentSettings()
+    mixup_alpha: float = 0.0
+    adversarial_eps: float = 0.0
+    adversarial_steps: int = 3
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
@@ -72,18 +75,78 @@ def train_step(
     generator: torch.Generator,
     augment: AugmentSettings | None,
     channels_last: bool = False,
+    mixup_alpha: float = 0.0,
+    adversarial_eps: float = 0.0,
+    adversarial_steps: int = 3,
 ) -> float:
-    """One SGD step on one batch; returns the batch loss."""
+    """One SGD step on one batch; returns the batch loss. ``mixup_alpha`` > 0 trains on mixed
+    pairs of images, ``adversarial_eps`` > 0 on PGD examples: two known ways past the noise."""
     model.train()
     if augment is not None:
-        images = random_affine(images, generator, augment)
+        images = random_augment(images, generator, augment)
+    if adversarial_eps > 0:
+        images = adversarial_examples(
+            model, images, labels, adversarial_eps, adversarial_steps, generator
+        )
+    partner_labels, mix = labels, 1.0
+    if mixup_alpha > 0:
+        images, partner_labels, mix = mixup(images, labels, mixup_alpha, generator)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    loss = F.cross_entropy(model(images), labels)
+    outputs = model(images)
+    loss = F.cross_entropy(outputs, labels)
+    if mixup_alpha > 0:
+        loss = mix * loss + (1 - mix) * F.cross_entropy(outputs, partner_labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def sample_beta(alpha: float, generator: torch.Generator) -> float:
+    """One draw of Beta(alpha, alpha), seeded from ``generator``: torch's Beta sampler takes no
+    generator, so it runs on a forked global RNG seeded by one draw of ours."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return float(torch.distributions.Beta(alpha, alpha).sample())
+
+
+def mixup(
+    images: torch.Tensor, labels: torch.Tensor, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al., 2018): each image blended with another of the batch by a weight
+    drawn from Beta(alpha, alpha). Returns the mixed images, the partners' labels and the weight
+    of the images' own labels; the loss is mixed with the same weight."""
+    mix = sample_beta(alpha, generator)
+    partners = torch.randperm(len(images), generator=generator).to(images.device)
+    return mix * images + (1 - mix) * images[partners], labels[partners], mix
+
+
+def adversarial_examples(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    steps: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """L-inf PGD that maximises the loss (Madry et al., 2018): random start in the eps-ball,
+    ``steps`` sign steps of 2.5 * eps / steps, each projected back to the ball and [0, 1].
+    The model is in eval mode while crafting, so batch-norm statistics see no attack."""
+    was_training = model.training
+    model.eval()
+    step_size = 2.5 * eps / steps
+    start = (torch.rand(images.shape, generator=generator) * 2 - 1) * eps
+    adversarial = (images + start.to(images.device, images.dtype)).clamp(0, 1)
+    for _ in range(steps):
+        adversarial.requires_grad_(True)
+        loss = F.cross_entropy(model(adversarial), labels)
+        (gradient,) = torch.autograd.grad(loss, adversarial)
+        adversarial = adversarial.detach() + step_size * gradient.sign()
+        adversarial = torch.min(torch.max(adversarial, images - eps), images + eps).clamp(0, 1)
+    model.train(was_training)
+    return adversarial.detach()
 
 
 def train(
@@ -112,7 +175,15 @@ def train(
             index = next(batches)
             batch = as_float(images[index]).to(device)
             total += train_step(
-                model, optimizer, batch, labels[index].to(device), generator, settings.augment
+                model,
+                optimizer,
+                batch,
+                labels[index].to(device),
+                generator,
+                settings.augment,
+                mixup_alpha=settings.mixup_alpha,
+                adversarial_eps=settings.adversarial_eps,
+                adversarial_steps=settings.adversarial_steps,
             )
             schedule.step()
         losses.append(total / steps_per_epoch)
