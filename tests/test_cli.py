@@ -92,6 +92,23 @@ def test_protect_json_on_stdout_and_budget_holds(photo_folder: Path, tiny_surrog
     assert {p.name: sha256_file(p) for p in photo_folder.iterdir()} == before  # originals intact
 
 
+def test_robust_protection_is_recorded_and_keeps_the_budget(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
+    args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    result = run(*args, "--robust", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["settings"]["robust"] is True
+    output_root = photo_folder.with_name("me-protected")
+    _assert_within_budget(manifest, photo_folder, output_root, eps=8)
+    plan = run(*args, "--json", "--dry-run")  # without --robust the settings differ
+    assert plan.exit_code == 0, plan.output
+    assert {(p["action"], p["reason"]) for p in json.loads(plan.stdout)["photos"]} == {
+        ("redo", "the settings changed")
+    }
+
+
 def test_human_report_is_a_table(photo_folder: Path, tiny_surrogate: Path) -> None:
     result = run(
         "protect",
@@ -174,6 +191,7 @@ def test_stdin_paths_with_out(photo_folder: Path, tiny_surrogate: Path, tmp_path
         (["--eps", "0"], "--eps must be between 1 and 255"),
         (["--device", "tpu"], "--device must be auto, cpu or cuda"),
         (["--surrogate", "/nonexistent/surrogate"], "neither a folder nor a known name"),
+        (["--robust", "--no-augment"], "--robust optimises through the augmentation"),
     ],
 )
 def test_setup_errors_exit_2_before_any_photo(

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from .cache import cache_key
 from .engine.augment import AugmentSettings
+from .engine.degrade import DegradeSettings
 from .engine.minmin import MinMinSettings, NoiseForm
 from .engine.models import MODELS
 from .errors import SetupError
@@ -46,6 +47,7 @@ class ProtectConfig:
     train_steps: int = 10
     stop_accuracy: float = 0.99
     augment: bool = True
+    robust: bool = False  # also through JPEG, downscaling, colour jitter and grayscale
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -78,6 +80,8 @@ class ProtectConfig:
             problems.append(f"--step-size must be in (0, eps], got {self.step_size}")
         if not 0 < self.stop_accuracy <= 1:
             problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
+        if self.robust and not self.augment:
+            problems.append("--robust optimises through the augmentation: it needs --augment")
         if self.surrogate_model not in MODELS:
             problems.append(
                 f"unknown surrogate model {self.surrogate_model!r}; "
@@ -125,8 +129,15 @@ class ProtectConfig:
             min_rounds=self.effective_min_rounds,
             stop_accuracy=self.stop_accuracy,
             form=self.mode,
-            augment=AugmentSettings() if self.augment else None,
+            augment=self.augment_settings(),
         )
+
+    def augment_settings(self) -> AugmentSettings | None:
+        """The transformations the noise is optimised through: an attacker's crops and flips,
+        and with ``robust`` what an upload and a scraper do to a photo."""
+        if not self.augment:
+            return None
+        return AugmentSettings(degrade=DegradeSettings() if self.robust else None)
 
     def as_dict(self) -> dict:
         values = asdict(self)

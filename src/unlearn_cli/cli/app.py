@@ -262,6 +262,14 @@ def protect(
             rich_help_panel=OPTIMISATION,
         ),
     ] = True,
+    robust: Annotated[
+        bool,
+        typer.Option(
+            help="Also optimise through JPEG re-encoding, downscaling, colour jitter and "
+            "grayscale, as uploads and scrapers apply them (slower; see README).",
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = False,
     surrogate_model: Annotated[
         str, typer.Option(help="Surrogate architecture.", rich_help_panel=OPTIMISATION)
     ] = "resnet_small",
@@ -377,6 +385,7 @@ def protect(
             train_steps=train_steps,
             stop_accuracy=stop_accuracy,
             augment=augment,
+            robust=robust,
             surrogate_model=surrogate_model,
             match_k=match_k,
             embedder=Embedder(embedder.value),
