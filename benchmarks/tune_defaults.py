@@ -10,6 +10,8 @@ protected photos, and we report how many held-out clean photos of the user they 
     python benchmarks/tune_defaults.py --phase tune-jpeg  # best of the grid, after JPEG-75 too
     python benchmarks/tune_defaults.py --phase report     # protect defaults, other users, 3 seeds
     python benchmarks/tune_defaults.py --phase faces      # --faces on: crops detected, aligned
+    python benchmarks/tune_defaults.py --phase robust     # standard vs --robust under
+                                                          # countermeasures and an adaptive attacker
 
 Rows are cached in benchmarks/results/cache/ so an interrupted run resumes.
 """
@@ -25,6 +27,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from PIL import Image
 
 from unlearn_cli.cache import cache_key
 from unlearn_cli.config import ClassLayout, ProtectConfig
+from unlearn_cli.countermeasures import Countermeasure, attack_settings_for, sanitise
 from unlearn_cli.engine import (
     AugmentSettings,
     ErrorMinimizingNoise,
@@ -42,7 +46,14 @@ from unlearn_cli.engine import (
     create_model,
     train,
 )
-from unlearn_cli.engine.attack import AttackSettings, run_attack
+from unlearn_cli.engine.attack import (
+    AttackSettings,
+    probe_recognition,
+    run_attack,
+    train_feature_extractor,
+)
+from unlearn_cli.engine.models import Classifier
+from unlearn_cli.engine.training import embed
 from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
 from unlearn_cli.inputs import collect_inputs
 from unlearn_cli.pipeline import protect as run_protect
@@ -261,9 +272,223 @@ def evaluate(
     return row
 
 
+ROBUST_CONDITIONS = [  # the goal's attacks first, the costly adversarial training last
+    "plain",
+    "jpeg75",
+    "downscale2x",
+    "grayscale",
+    "adaptive",
+    "jpeg90",
+    "jpeg50",
+    "strong-augment",
+    "adversarial-training",
+]
+
+
+def robust_datasets() -> dict[str, ProtectConfig | None]:
+    """What the attacker scrapes: clean photos, or photos protected with or without --robust.
+    Names carry the settings' key, so a change of defaults measures again."""
+    configs = {"standard": ProtectConfig(robust=False), "robust": ProtectConfig(robust=True)}
+    return {"clean": None} | {
+        f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
+    }
+
+
+def protected_rgbs(
+    user: str, name: str, config: ProtectConfig, seed: int, surrogate: list[str]
+) -> tuple[list[np.ndarray], float]:
+    """The user's photos through the real pipeline, kept as an .npz for every condition."""
+    path = CACHE / "protected" / f"{user}-{name}-{seed}.npz"
+    if not path.exists():
+        protected_paths, _ = user_split(user)
+        started = time.perf_counter()
+        rgbs, _ = protect_with_pipeline(protected_paths, surrogate, seed, config)
+        seconds = time.perf_counter() - started
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, rgbs=np.stack(rgbs), seconds=np.array(seconds))
+    with np.load(path) as data:
+        return list(data["rgbs"]), float(data["seconds"])
+
+
+def countermeasure_row(
+    user_rgbs: list[np.ndarray],
+    held_out: list[Photo],
+    references: list[str],
+    seed: int,
+    countermeasure: Countermeasure,
+) -> dict:
+    """Attackers trained from scratch on everything they scraped, after the countermeasure;
+    tested on the user's clean held-out photos, as new photos would be."""
+    images, labels = [], []
+    for index, name in enumerate(references, start=1):
+        paths = photos_of(name)[:PER_REFERENCE_CLASS]
+        rgbs = [sanitise(load_photo(p).rgb, countermeasure) for p in paths]
+        images.append(tensor_stack([Photo(rgb) for rgb in rgbs], ATTACK_RESOLUTION))
+        labels += [index] * len(paths)
+    own = [Photo(sanitise(rgb, countermeasure)) for rgb in user_rgbs]
+    images.append(tensor_stack(own, ATTACK_RESOLUTION))
+    labels += [0] * len(own)
+    test_images = tensor_stack(held_out, ATTACK_RESOLUTION)
+    row = {}
+    for architecture in ACTIVE_ATTACKERS:
+        settings = attack_settings_for(countermeasure, AttackSettings(architecture=architecture))
+        result = run_attack(
+            torch.cat(images),
+            torch.tensor(labels),
+            test_images,
+            torch.zeros(len(test_images), dtype=torch.long),
+            settings,
+            seed=seed,
+        )
+        row[architecture] = result.recognised[0]
+    return row
+
+
+def feature_extractor(user: str, seed: int) -> Classifier:
+    """The adaptive attacker's face model: trained on every identity but the user's (a proxy
+    for a pretrained face recogniser), cached per user and seed."""
+    names = [n for n in sorted(p.name for p in FACES.iterdir() if p.is_dir()) if n != user]
+    path = CACHE / "extractors" / f"{user}-{seed}-{len(names)}.pt"
+    settings = AttackSettings(architecture="resnet18_imagenet")
+    if path.exists():
+        model = create_model(settings.architecture, len(names), seed=seed)
+        model.load_state_dict(torch.load(path))
+        return model
+    images, labels = [], []
+    for index, name in enumerate(names):
+        paths = photos_of(name)[:PER_REFERENCE_CLASS]
+        images.append(tensor_stack([load_photo(p) for p in paths], ATTACK_RESOLUTION))
+        labels += [index] * len(paths)
+    model = train_feature_extractor(torch.cat(images), torch.tensor(labels), settings, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def adaptive_row(
+    user_rgbs: list[np.ndarray],
+    held_out: list[Photo],
+    references: list[str],
+    extractor: Classifier,
+) -> dict:
+    """Enrol the scraped photos in the extractor's embedding space; match new clean photos."""
+    images, labels = [], []
+    for index, name in enumerate(references, start=1):
+        paths = photos_of(name)[:PER_REFERENCE_CLASS]
+        images.append(tensor_stack([load_photo(p) for p in paths], ATTACK_RESOLUTION))
+        labels += [index] * len(paths)
+    images.append(tensor_stack([Photo(rgb) for rgb in user_rgbs], ATTACK_RESOLUTION))
+    labels += [0] * len(user_rgbs)
+    test_images = tensor_stack(held_out, ATTACK_RESOLUTION)
+    rates = probe_recognition(
+        lambda batch: embed(extractor, batch),
+        torch.cat(images),
+        torch.tensor(labels),
+        test_images,
+        torch.zeros(len(test_images), dtype=torch.long),
+    )
+    return {method: by_class[0] for method, by_class in rates.items()}
+
+
+def robust_row(
+    user: str,
+    dataset: tuple[str, ProtectConfig | None],
+    seed: int,
+    condition: str,
+    surrogate: list[str],
+    references: list[str],
+) -> dict:
+    """One attack on one user's scraped photos: clean, or protected with the dataset's config."""
+    name, config = dataset
+    protected_paths, held_out_paths = user_split(user)
+    held_out = [load_photo(p) for p in held_out_paths]
+    row: dict = {}
+    if config is None:
+        rgbs = [load_photo(p).rgb for p in protected_paths]
+    else:
+        rgbs, row["protect_seconds"] = protected_rgbs(user, name, config, seed, surrogate)
+    if condition == "adaptive":
+        return row | adaptive_row(rgbs, held_out, references, feature_extractor(user, seed))
+    return row | countermeasure_row(rgbs, held_out, references, seed, Countermeasure(condition))
+
+
+def robust_phase(
+    users: list[str], seeds: list[int], conditions: list[str], surrogate: list[str], pool: list[str]
+) -> None:
+    """Standard vs --robust protection under every countermeasure and the adaptive attacker."""
+    datasets = robust_datasets()
+    table: dict[str, dict[str, list[dict]]] = {}
+    for seed in seeds:
+        for condition in conditions:
+            for user in users:
+                for name, config in datasets.items():
+                    compute = partial(
+                        robust_row,
+                        user=user,
+                        dataset=(name, config),
+                        seed=seed,
+                        condition=condition,
+                        surrogate=surrogate,
+                        references=[n for n in pool if n != user],
+                    )
+                    attackers = "probe" if condition == "adaptive" else "+".join(ACTIVE_ATTACKERS)
+                    key = f"robust-{user}-{name}-{seed}-{condition}-{attackers}"
+                    row = cached(key, compute)
+                    if row is None:
+                        continue
+                    print(f"{user:18s} {name:18s} seed {seed} {condition:22s} {row}", flush=True)
+                    table.setdefault(condition, {}).setdefault(name, []).append(
+                        {"user": user, "seed": seed, **row}
+                    )
+    summary = {}
+    for condition, by_dataset in table.items():
+        for name, rows in by_dataset.items():
+            bookkeeping = ("user", "seed", "seconds", "protect_seconds")
+            attackers = [k for k in rows[0] if k not in bookkeeping]
+            summary.setdefault(condition, {})[name] = {
+                a: round(statistics.median(r[a] for r in rows), 4) for a in attackers
+            } | {"rows": len(rows)}
+    measured = {
+        "phase": "robust",
+        "users": users,
+        "seeds": seeds,
+        "attackers": ACTIVE_ATTACKERS,
+        "adaptive_extractor": "resnet18_imagenet trained on every identity but the user",
+        "datasets": {n: c.as_dict() if c else None for n, c in datasets.items()},
+        "summary": summary,
+        "rows": table,
+    }
+    out = ROOT / "results" / "tune_defaults_robust.json"
+    out.write_text(json.dumps(measured, indent=2))
+    out.with_suffix(".md").write_text(robust_markdown(measured))
+    print(robust_markdown(measured))
+    print(f"wrote {out}")
+
+
+def robust_markdown(measured: dict) -> str:
+    """Median share of the users' clean held-out photos recognised, per attack and dataset."""
+    names = list(measured["datasets"])
+    lines = [
+        "# Protection under countermeasures and an adaptive attacker",
+        "",
+        f"- command: `python benchmarks/tune_defaults.py --phase robust`; users "
+        f"{', '.join(measured['users'])}; seeds {measured['seeds']}",
+        "- figure: median share of the user's 40 clean held-out photos recognised (2.5% steps)",
+        "",
+        "| attack | attacker | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for condition, by_dataset in measured["summary"].items():
+        attackers = [k for k in next(iter(by_dataset.values())) if k != "rows"]
+        for attacker in attackers:
+            cells = [f"{by_dataset[n][attacker]:.1%}" if n in by_dataset else "" for n in names]
+            lines.append(f"| {condition} | {attacker} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    phases = ["tune", "tune-jpeg", "transfer", "report", "faces"]
+    phases = ["tune", "tune-jpeg", "transfer", "report", "faces", "robust"]
     parser.add_argument("--phase", choices=phases, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
@@ -273,6 +498,14 @@ def main() -> None:
     parser.add_argument(
         "--cached-only", action="store_true", help="summarise the rows measured so far"
     )
+    parser.add_argument(
+        "--conditions",
+        default=",".join(ROBUST_CONDITIONS),
+        help="robust: comma-separated attacks, in order (default: all)",
+    )
+    parser.add_argument(
+        "--users", default=",".join(REPORT_USERS), help="robust: comma-separated report users"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("UNLEARN_CACHE_DIR", str(ROOT / "results" / "cache" / "unlearn"))
@@ -280,6 +513,14 @@ def main() -> None:
     print(f"surrogate identities: {surrogate}\nattacker identities: {attacker_pool}", flush=True)
     global ACTIVE_ATTACKERS, WITH_JPEG, CACHED_ONLY
     CACHED_ONLY = args.cached_only
+    if args.phase == "robust":
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        conditions = args.conditions.split(",")
+        unknown = set(conditions) - set(ROBUST_CONDITIONS)
+        if unknown:
+            raise SystemExit(f"unknown conditions {sorted(unknown)}; known: {ROBUST_CONDITIONS}")
+        robust_phase(args.users.split(","), seeds, conditions, surrogate, attacker_pool)
+        return
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]
         ACTIVE_ATTACKERS, WITH_JPEG = ["vgg_small"], False
@@ -333,6 +574,8 @@ def main() -> None:
                 + "  ".join(f"{medians[a]:18.2f}" for a in ACTIVE_ATTACKERS)
             )
     suffix = "-jpeg" if args.phase == "report" and args.jpeg else ""
+    if args.phase == "report" and seeds != [0, 1, 2]:  # a partial run keeps its own file
+        suffix += "-seeds" + "-".join(map(str, seeds))
     out = ROOT / "results" / f"tune_defaults_{args.phase}{suffix}.json"
     measured = {
         "phase": args.phase,
