@@ -38,6 +38,21 @@ def isolated_cache(
 
 
 @pytest.fixture
+def face_weights_cached(isolated_cache: Path) -> Path:
+    """facenet-pytorch's VGGFace2 weights file in the test's cache, in the real format but with
+    random weights (there is no network here): code that uses the pretrained face model runs."""
+    import torch
+    from facenet_pytorch import InceptionResnetV1
+
+    from unlearn_cli.faces import facenet_weights_path
+
+    path = facenet_weights_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(InceptionResnetV1(classify=True, num_classes=8631).state_dict(), path)
+    return path
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """../shared/data, or a skip (a failure under CI, where it must be present)."""
     if not SHARED_DATA.is_dir():

@@ -270,6 +270,26 @@ def test_learnability_rows_for_a_countermeasure_and_the_adaptive_attacker(
     assert len(trainings) == 5 and "jpeg75" in trainings[2]
 
 
+@pytest.mark.usefixtures("face_weights_cached")
+def test_cached_face_weights_add_the_pretrained_adaptive_attacker(
+    protected: Path, tiny_surrogate: Path
+) -> None:
+    settings = LearnabilitySettings(
+        architectures=("vgg_small",), epochs=1, resolution=16, adaptive=True
+    )
+    result = measure_learnability(
+        protected, read_manifest(protected), None, tiny_surrogate, settings
+    )
+    assert [r["architecture"] for r in result["results"]] == [
+        "vgg_small",
+        "adaptive-nearest-centroid",
+        "adaptive-linear-probe",
+        "adaptive-facenet-nearest-centroid",
+        "adaptive-facenet-linear-probe",
+    ]
+    assert "InceptionResnetV1" in result["adaptive_extractor"]
+
+
 def test_verify_cli_runs_countermeasures_and_the_adaptive_attacker(
     protected: Path, tiny_surrogate: Path
 ) -> None:

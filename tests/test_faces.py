@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
-from unlearn_cli.faces import FaceEmbedder, facenet_available, facenet_weights_path
+from unlearn_cli.faces import FaceEmbedder, facenet_available
 
 from .conftest import FAST_OPTIONS
-
-
-def _cache_stand_in_weights() -> None:
-    """facenet-pytorch's VGGFace2 file format, with random weights (no network here)."""
-    from facenet_pytorch import InceptionResnetV1
-
-    path = facenet_weights_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(InceptionResnetV1(classify=True, num_classes=8631).state_dict(), path)
 
 
 def test_surrogate_features_are_used_when_face_weights_are_absent(
@@ -35,10 +27,10 @@ def test_surrogate_features_are_used_when_face_weights_are_absent(
     assert json.loads(result.stdout)["surrogate"]["embedding_source"].startswith("resnet_small")
 
 
+@pytest.mark.usefixtures("face_weights_cached")
 def test_cached_face_weights_are_used_for_matching(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:
-    _cache_stand_in_weights()
     assert facenet_available()
     embeddings = FaceEmbedder(torch.device("cpu")).embed(
         torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
@@ -52,10 +44,10 @@ def test_cached_face_weights_are_used_for_matching(
     assert "InceptionResnetV1" in json.loads(result.stdout)["surrogate"]["embedding_source"]
 
 
+@pytest.mark.usefixtures("face_weights_cached")
 def test_surrogate_face_embeddings_are_cached_across_runs(
     photo_folder: Path, tiny_surrogate: Path, monkeypatch
 ) -> None:
-    _cache_stand_in_weights()
     embedded: list[int] = []
     real_embed = FaceEmbedder.embed
 
