@@ -272,6 +272,7 @@ def evaluate(
     return row
 
 
+EXTRACTOR_EPOCHS = 15  # the adaptive attacker's face model; CPU-sized
 ROBUST_CONDITIONS = [  # the goal's attacks first, the costly adversarial training last
     "plain",
     "jpeg75",
@@ -316,8 +317,9 @@ def countermeasure_row(
     references: list[str],
     seed: int,
     countermeasure: Countermeasure,
-) -> dict:
-    """Attackers trained from scratch on everything they scraped, after the countermeasure;
+    architecture: str,
+) -> float:
+    """An attacker trained from scratch on everything it scraped, after the countermeasure;
     tested on the user's clean held-out photos, as new photos would be."""
     images, labels = [], []
     for index, name in enumerate(references, start=1):
@@ -329,27 +331,23 @@ def countermeasure_row(
     images.append(tensor_stack(own, ATTACK_RESOLUTION))
     labels += [0] * len(own)
     test_images = tensor_stack(held_out, ATTACK_RESOLUTION)
-    row = {}
-    for architecture in ACTIVE_ATTACKERS:
-        settings = attack_settings_for(countermeasure, AttackSettings(architecture=architecture))
-        result = run_attack(
-            torch.cat(images),
-            torch.tensor(labels),
-            test_images,
-            torch.zeros(len(test_images), dtype=torch.long),
-            settings,
-            seed=seed,
-        )
-        row[architecture] = result.recognised[0]
-    return row
+    result = run_attack(
+        torch.cat(images),
+        torch.tensor(labels),
+        test_images,
+        torch.zeros(len(test_images), dtype=torch.long),
+        attack_settings_for(countermeasure, AttackSettings(architecture=architecture)),
+        seed=seed,
+    )
+    return result.recognised[0]
 
 
 def feature_extractor(user: str, seed: int) -> Classifier:
     """The adaptive attacker's face model: trained on every identity but the user's (a proxy
     for a pretrained face recogniser), cached per user and seed."""
     names = [n for n in sorted(p.name for p in FACES.iterdir() if p.is_dir()) if n != user]
-    path = CACHE / "extractors" / f"{user}-{seed}-{len(names)}.pt"
-    settings = AttackSettings(architecture="resnet18_imagenet")
+    path = CACHE / "extractors" / f"{user}-{seed}-{len(names)}-{EXTRACTOR_EPOCHS}.pt"
+    settings = AttackSettings(architecture="resnet18_imagenet", epochs=EXTRACTOR_EPOCHS)
     if path.exists():
         model = create_model(settings.architecture, len(names), seed=seed)
         model.load_state_dict(torch.load(path))
@@ -395,10 +393,11 @@ def robust_row(
     dataset: tuple[str, ProtectConfig | None],
     seed: int,
     condition: str,
+    attacker: str,
     surrogate: list[str],
     references: list[str],
 ) -> dict:
-    """One attack on one user's scraped photos: clean, or protected with the dataset's config."""
+    """One attacker on one user's scraped photos: clean, or protected with the dataset's config."""
     name, config = dataset
     protected_paths, held_out_paths = user_split(user)
     held_out = [load_photo(p) for p in held_out_paths]
@@ -409,52 +408,70 @@ def robust_row(
         rgbs, row["protect_seconds"] = protected_rgbs(user, name, config, seed, surrogate)
     if condition == "adaptive":
         return row | adaptive_row(rgbs, held_out, references, feature_extractor(user, seed))
-    return row | countermeasure_row(rgbs, held_out, references, seed, Countermeasure(condition))
+    countermeasure = Countermeasure(condition)
+    return row | {
+        attacker: countermeasure_row(rgbs, held_out, references, seed, countermeasure, attacker)
+    }
 
 
 def robust_phase(
-    users: list[str], seeds: list[int], conditions: list[str], surrogate: list[str], pool: list[str]
+    users: list[str],
+    seeds: list[int],
+    conditions: list[str],
+    datasets: list[str],
+    surrogate: list[str],
+    pool: list[str],
 ) -> None:
-    """Standard vs --robust protection under every countermeasure and the adaptive attacker."""
-    datasets = robust_datasets()
-    table: dict[str, dict[str, list[dict]]] = {}
+    """Standard vs --robust protection under countermeasures and the adaptive attacker. Every
+    (user, dataset, seed, attack, attacker) is one cached row, so runs can be split and resumed;
+    the summary covers every row measured so far."""
+    configs = {n: c for n, c in robust_datasets().items() if n.split("-")[0] in datasets}
+    entries: dict[tuple[str, str, str, int], dict] = {}
     for seed in seeds:
         for condition in conditions:
             for user in users:
-                for name, config in datasets.items():
-                    compute = partial(
-                        robust_row,
-                        user=user,
-                        dataset=(name, config),
-                        seed=seed,
-                        condition=condition,
-                        surrogate=surrogate,
-                        references=[n for n in pool if n != user],
-                    )
-                    attackers = "probe" if condition == "adaptive" else "+".join(ACTIVE_ATTACKERS)
-                    key = f"robust-{user}-{name}-{seed}-{condition}-{attackers}"
-                    row = cached(key, compute)
-                    if row is None:
-                        continue
-                    print(f"{user:18s} {name:18s} seed {seed} {condition:22s} {row}", flush=True)
-                    table.setdefault(condition, {}).setdefault(name, []).append(
-                        {"user": user, "seed": seed, **row}
-                    )
-    summary = {}
+                for name, config in configs.items():
+                    attackers = ["probe"] if condition == "adaptive" else ACTIVE_ATTACKERS
+                    for attacker in attackers:
+                        compute = partial(
+                            robust_row,
+                            user=user,
+                            dataset=(name, config),
+                            seed=seed,
+                            condition=condition,
+                            attacker=attacker,
+                            surrogate=surrogate,
+                            references=[n for n in pool if n != user],
+                        )
+                        row = cached(f"robust-{user}-{name}-{seed}-{condition}-{attacker}", compute)
+                        if row is None:
+                            continue
+                        print(f"{user:17s} {name:17s} {seed} {condition:20s} {row}", flush=True)
+                        entry = entries.setdefault(
+                            (condition, name, user, seed), {"user": user, "seed": seed}
+                        )
+                        entry.update({k: v for k, v in row.items() if k != "seconds"})
+    table: dict[str, dict[str, list[dict]]] = {}
+    for (condition, name, _, _), entry in entries.items():
+        table.setdefault(condition, {}).setdefault(name, []).append(entry)
+    summary: dict[str, dict[str, dict]] = {}
     for condition, by_dataset in table.items():
         for name, rows in by_dataset.items():
-            bookkeeping = ("user", "seed", "seconds", "protect_seconds")
-            attackers = [k for k in rows[0] if k not in bookkeeping]
+            attackers = sorted({k for r in rows for k in r} - {"user", "seed", "protect_seconds"})
             summary.setdefault(condition, {})[name] = {
-                a: round(statistics.median(r[a] for r in rows), 4) for a in attackers
-            } | {"rows": len(rows)}
+                a: {
+                    "median": round(statistics.median(r[a] for r in rows if a in r), 4),
+                    "users": [r["user"] for r in rows if a in r],
+                }
+                for a in attackers
+            }
     measured = {
         "phase": "robust",
         "users": users,
         "seeds": seeds,
-        "attackers": ACTIVE_ATTACKERS,
-        "adaptive_extractor": "resnet18_imagenet trained on every identity but the user",
-        "datasets": {n: c.as_dict() if c else None for n, c in datasets.items()},
+        "adaptive_extractor": f"resnet18_imagenet, {EXTRACTOR_EPOCHS} epochs, on every "
+        "identity but the user",
+        "datasets": {n: c.as_dict() if c else None for n, c in configs.items()},
         "summary": summary,
         "rows": table,
     }
@@ -471,17 +488,22 @@ def robust_markdown(measured: dict) -> str:
     lines = [
         "# Protection under countermeasures and an adaptive attacker",
         "",
-        f"- command: `python benchmarks/tune_defaults.py --phase robust`; users "
-        f"{', '.join(measured['users'])}; seeds {measured['seeds']}",
-        "- figure: median share of the user's 40 clean held-out photos recognised (2.5% steps)",
+        "- command: `python benchmarks/tune_defaults.py --phase robust` (see benchmarks/README.md)",
+        f"- seeds {measured['seeds']}; adaptive extractor: {measured['adaptive_extractor']}",
+        "- figure: median over the users measured (named) of the share of each user's 40 clean "
+        "held-out photos recognised (one photo is 2.5 points)",
         "",
         "| attack | attacker | " + " | ".join(names) + " |",
         "| --- | --- | " + " | ".join("---" for _ in names) + " |",
     ]
     for condition, by_dataset in measured["summary"].items():
-        attackers = [k for k in next(iter(by_dataset.values())) if k != "rows"]
+        attackers = sorted({a for cells in by_dataset.values() for a in cells})
         for attacker in attackers:
-            cells = [f"{by_dataset[n][attacker]:.1%}" if n in by_dataset else "" for n in names]
+            cells = []
+            for name in names:
+                cell = by_dataset.get(name, {}).get(attacker)
+                users = ", ".join(u.split("_")[0] for u in cell["users"]) if cell else ""
+                cells.append(f"{cell['median']:.1%} ({users})" if cell else "")
             lines.append(f"| {condition} | {attacker} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -506,6 +528,12 @@ def main() -> None:
     parser.add_argument(
         "--users", default=",".join(REPORT_USERS), help="robust: comma-separated report users"
     )
+    parser.add_argument(
+        "--attackers", default=",".join(ATTACKERS), help="robust: comma-separated architectures"
+    )
+    parser.add_argument(
+        "--datasets", default="clean,standard,robust", help="robust: what the attacker scrapes"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("UNLEARN_CACHE_DIR", str(ROOT / "results" / "cache" / "unlearn"))
@@ -519,7 +547,9 @@ def main() -> None:
         unknown = set(conditions) - set(ROBUST_CONDITIONS)
         if unknown:
             raise SystemExit(f"unknown conditions {sorted(unknown)}; known: {ROBUST_CONDITIONS}")
-        robust_phase(args.users.split(","), seeds, conditions, surrogate, attacker_pool)
+        ACTIVE_ATTACKERS = args.attackers.split(",")
+        datasets = args.datasets.split(",")
+        robust_phase(args.users.split(","), seeds, conditions, datasets, surrogate, attacker_pool)
         return
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]
