@@ -191,7 +191,6 @@ def test_stdin_paths_with_out(photo_folder: Path, tiny_surrogate: Path, tmp_path
         (["--eps", "0"], "--eps must be between 1 and 255"),
         (["--device", "tpu"], "--device must be auto, cpu or cuda"),
         (["--surrogate", "/nonexistent/surrogate"], "neither a folder nor a known name"),
-        (["--robust", "--no-augment"], "--robust optimises through the augmentation"),
     ],
 )
 def test_setup_errors_exit_2_before_any_photo(

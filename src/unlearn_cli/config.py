@@ -80,8 +80,6 @@ class ProtectConfig:
             problems.append(f"--step-size must be in (0, eps], got {self.step_size}")
         if not 0 < self.stop_accuracy <= 1:
             problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
-        if self.robust and not self.augment:
-            problems.append("--robust optimises through the augmentation: it needs --augment")
         if self.surrogate_model not in MODELS:
             problems.append(
                 f"unknown surrogate model {self.surrogate_model!r}; "
@@ -133,11 +131,16 @@ class ProtectConfig:
         )
 
     def augment_settings(self) -> AugmentSettings | None:
-        """The transformations the noise is optimised through: an attacker's crops and flips,
-        and with ``robust`` what an upload and a scraper do to a photo."""
-        if not self.augment:
-            return None
-        return AugmentSettings(degrade=DegradeSettings() if self.robust else None)
+        """The transformations the noise is optimised through: an attacker's crops and flips
+        (``augment``), and what an upload and a scraper do to a photo (``robust``)."""
+        degrade = DegradeSettings() if self.robust else None
+        if self.augment:
+            return AugmentSettings(degrade=degrade)
+        if degrade is not None:  # the degradations alone: an identity affine transform
+            return AugmentSettings(
+                max_shift=0, min_scale=1, max_scale=1, flip=False, degrade=degrade
+            )
+        return None
 
     def as_dict(self) -> dict:
         values = asdict(self)

@@ -1,0 +1,24 @@
+"""What the protect settings turn into for the engine."""
+
+from __future__ import annotations
+
+import torch
+
+from unlearn_cli.config import ProtectConfig
+from unlearn_cli.engine import AugmentSettings, DegradeSettings, random_affine
+
+
+def test_robust_adds_the_upload_degradations_to_the_attackers_transforms() -> None:
+    assert ProtectConfig(robust=True).minmin_settings().augment == AugmentSettings(
+        degrade=DegradeSettings()
+    )
+    assert ProtectConfig(robust=False).minmin_settings().augment == AugmentSettings()
+    assert ProtectConfig(augment=False, robust=False).minmin_settings().augment is None
+
+
+def test_robust_without_augment_degrades_through_an_identity_affine_transform() -> None:
+    augment = ProtectConfig(augment=False, robust=True).minmin_settings().augment
+    assert augment is not None and augment.degrade == DegradeSettings()
+    images = torch.rand(3, 3, 17, 12)
+    moved = random_affine(images, torch.Generator().manual_seed(0), augment)
+    torch.testing.assert_close(moved, images, atol=1e-5, rtol=0)
