@@ -92,17 +92,17 @@ def test_protect_json_on_stdout_and_budget_holds(photo_folder: Path, tiny_surrog
     assert {p.name: sha256_file(p) for p in photo_folder.iterdir()} == before  # originals intact
 
 
-def test_robust_protection_is_recorded_and_keeps_the_budget(
+def test_robust_protection_is_the_default_and_keeps_the_budget(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:
     args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
-    result = run(*args, "--robust", "--json")
+    result = run(*args, "--json")
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["settings"]["robust"] is True
     output_root = photo_folder.with_name("me-protected")
     _assert_within_budget(manifest, photo_folder, output_root, eps=8)
-    plan = run(*args, "--json", "--dry-run")  # without --robust the settings differ
+    plan = run(*args, "--no-robust", "--json", "--dry-run")  # other settings: redo them all
     assert plan.exit_code == 0, plan.output
     assert {(p["action"], p["reason"]) for p in json.loads(plan.stdout)["photos"]} == {
         ("redo", "the settings changed")

@@ -47,7 +47,7 @@ class ProtectConfig:
     train_steps: int = 10
     stop_accuracy: float = 0.99
     augment: bool = True
-    robust: bool = False  # also through JPEG, downscaling, colour jitter and grayscale
+    robust: bool = True  # also through JPEG, downscaling, colour jitter and grayscale
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
