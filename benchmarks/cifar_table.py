@@ -64,6 +64,7 @@ NOISE_SETTINGS = (  # the protect settings that shape the noise; the rows are ke
     "train_steps",
     "stop_accuracy",
     "augment",
+    "robust",
     "surrogate_model",
 )
 GOALS = {"em-sample ratio": 0.25, "side-by-side seconds": 180, "side-by-side ratio": 0.54}
