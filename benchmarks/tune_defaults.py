@@ -191,17 +191,29 @@ def protect_with_pipeline(
         return rgbs, result.manifest
 
 
-def attack_row(
-    user_rgbs: list[np.ndarray], held_out: list[Photo], references: list[str], seed: int
-) -> dict:
+def scraped_set(
+    user_rgbs: list[np.ndarray],
+    references: list[str],
+    countermeasure: Countermeasure = Countermeasure.plain,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the attacker trains on: the reference identities (labels 1..) and the user's photos
+    (label 0), after a photo-level countermeasure, at the attacker's resolution."""
     images, labels = [], []
     for index, name in enumerate(references, start=1):
         paths = photos_of(name)[:PER_REFERENCE_CLASS]
-        images.append(tensor_stack([load_photo(p) for p in paths], ATTACK_RESOLUTION))
+        rgbs = [sanitise(load_photo(p).rgb, countermeasure) for p in paths]
+        images.append(tensor_stack([Photo(rgb) for rgb in rgbs], ATTACK_RESOLUTION))
         labels += [index] * len(paths)
-    images.append(tensor_stack([Photo(rgb) for rgb in user_rgbs], ATTACK_RESOLUTION))
-    labels += [0] * len(user_rgbs)
-    train_images, train_labels = torch.cat(images), torch.tensor(labels)
+    own = [Photo(sanitise(rgb, countermeasure)) for rgb in user_rgbs]
+    images.append(tensor_stack(own, ATTACK_RESOLUTION))
+    labels += [0] * len(own)
+    return torch.cat(images), torch.tensor(labels)
+
+
+def attack_row(
+    user_rgbs: list[np.ndarray], held_out: list[Photo], references: list[str], seed: int
+) -> dict:
+    train_images, train_labels = scraped_set(user_rgbs, references)
     test_images = tensor_stack(held_out, ATTACK_RESOLUTION)
     test_labels = torch.zeros(len(test_images), dtype=torch.long)
     row = {}
@@ -321,19 +333,11 @@ def countermeasure_row(
 ) -> float:
     """An attacker trained from scratch on everything it scraped, after the countermeasure;
     tested on the user's clean held-out photos, as new photos would be."""
-    images, labels = [], []
-    for index, name in enumerate(references, start=1):
-        paths = photos_of(name)[:PER_REFERENCE_CLASS]
-        rgbs = [sanitise(load_photo(p).rgb, countermeasure) for p in paths]
-        images.append(tensor_stack([Photo(rgb) for rgb in rgbs], ATTACK_RESOLUTION))
-        labels += [index] * len(paths)
-    own = [Photo(sanitise(rgb, countermeasure)) for rgb in user_rgbs]
-    images.append(tensor_stack(own, ATTACK_RESOLUTION))
-    labels += [0] * len(own)
+    images, labels = scraped_set(user_rgbs, references, countermeasure)
     test_images = tensor_stack(held_out, ATTACK_RESOLUTION)
     result = run_attack(
-        torch.cat(images),
-        torch.tensor(labels),
+        images,
+        labels,
         test_images,
         torch.zeros(len(test_images), dtype=torch.long),
         attack_settings_for(countermeasure, AttackSettings(architecture=architecture)),
@@ -370,18 +374,12 @@ def adaptive_row(
     extractor: Classifier,
 ) -> dict:
     """Enrol the scraped photos in the extractor's embedding space; match new clean photos."""
-    images, labels = [], []
-    for index, name in enumerate(references, start=1):
-        paths = photos_of(name)[:PER_REFERENCE_CLASS]
-        images.append(tensor_stack([load_photo(p) for p in paths], ATTACK_RESOLUTION))
-        labels += [index] * len(paths)
-    images.append(tensor_stack([Photo(rgb) for rgb in user_rgbs], ATTACK_RESOLUTION))
-    labels += [0] * len(user_rgbs)
+    images, labels = scraped_set(user_rgbs, references)
     test_images = tensor_stack(held_out, ATTACK_RESOLUTION)
     rates = probe_recognition(
         lambda batch: embed(extractor, batch),
-        torch.cat(images),
-        torch.tensor(labels),
+        images,
+        labels,
         test_images,
         torch.zeros(len(test_images), dtype=torch.long),
     )

@@ -114,3 +114,17 @@ FAST_OPTIONS = [
     "2",
     "--quiet",
 ]
+
+
+@pytest.fixture
+def protected(photo_folder: Path, tiny_surrogate: Path) -> Path:
+    """``photo_folder`` protected with FAST_OPTIONS against ``tiny_surrogate``."""
+    from typer.testing import CliRunner
+
+    from unlearn_cli.cli import app
+
+    result = CliRunner().invoke(
+        app, ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    )
+    assert result.exit_code == 0, result.output
+    return photo_folder.with_name("me-protected")

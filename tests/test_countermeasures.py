@@ -43,7 +43,7 @@ from unlearn_cli.learnability import (
 from unlearn_cli.surrogates import load_surrogate, surrogate_images
 from unlearn_cli.verify import read_manifest
 
-from .conftest import FAST_OPTIONS, pattern_image
+from .conftest import pattern_image
 
 runner = CliRunner()
 
@@ -51,15 +51,6 @@ runner = CliRunner()
 @pytest.fixture
 def photo() -> np.ndarray:
     return np.asarray(pattern_image(7, (51, 37)))
-
-
-@pytest.fixture
-def protected(photo_folder: Path, tiny_surrogate: Path) -> Path:
-    result = runner.invoke(
-        app, ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
-    )
-    assert result.exit_code == 0, result.output
-    return photo_folder.with_name("me-protected")
 
 
 def test_jpeg_is_a_real_re_encode_whose_size_and_loss_follow_the_quality(

@@ -8,24 +8,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
 
-from .conftest import FAST_OPTIONS
-
 runner = CliRunner()
-
-
-@pytest.fixture
-def protected(photo_folder: Path, tiny_surrogate: Path) -> Path:
-    result = runner.invoke(
-        app, ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
-    )
-    assert result.exit_code == 0, result.output
-    return photo_folder.with_name("me-protected")
 
 
 def verify(*args: str):
