@@ -192,8 +192,10 @@ def protect_config(scale: Scale, form: NoiseForm) -> ProtectConfig:
 
 
 def noise_settings(config: ProtectConfig) -> dict:
+    """The row's key: with --robust, the degradations too (rows without it keep their keys)."""
     values = config.as_dict()
-    return {"form": str(config.mode), **{name: values[name] for name in NOISE_SETTINGS}}
+    names = NOISE_SETTINGS + (("degrade",) if config.robust else ())
+    return {"form": str(config.mode), **{name: values[name] for name in names}}
 
 
 def error_minimizing(split: Split, config: ProtectConfig, seed: int) -> tuple[Split, dict]:

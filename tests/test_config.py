@@ -22,3 +22,15 @@ def test_robust_without_augment_degrades_through_an_identity_affine_transform() 
     images = torch.rand(3, 3, 17, 12)
     moved = random_affine(images, torch.Generator().manual_seed(0), augment)
     torch.testing.assert_close(moved, images, atol=1e-5, rtol=0)
+
+
+def test_the_degradations_are_part_of_the_settings_identity_only_with_robust() -> None:
+    """Changing how strongly --robust degrades must not reuse noise cached under the old key."""
+    stronger = DegradeSettings(jpeg_probability=0.9, jpeg_quality=(30, 90))
+    assert ProtectConfig(degrade=stronger).output_key != ProtectConfig().output_key
+    assert ProtectConfig(degrade=stronger).minmin_settings().augment.degrade == stronger
+    assert ProtectConfig(robust=False, degrade=stronger).output_key == (
+        ProtectConfig(robust=False).output_key
+    )
+    assert ProtectConfig().as_dict()["degrade"]["jpeg_quality"] == [50, 95]
+    assert ProtectConfig(robust=False).as_dict()["degrade"] is None

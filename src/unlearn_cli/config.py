@@ -48,6 +48,7 @@ class ProtectConfig:
     stop_accuracy: float = 0.99
     augment: bool = True
     robust: bool = True  # also through JPEG, downscaling, colour jitter and grayscale
+    degrade: DegradeSettings = DegradeSettings()  # how strongly, with --robust (library only)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -133,7 +134,7 @@ class ProtectConfig:
     def augment_settings(self) -> AugmentSettings | None:
         """The transformations the noise is optimised through: an attacker's crops and flips
         (``augment``), and what an upload and a scraper do to a photo (``robust``)."""
-        degrade = DegradeSettings() if self.robust else None
+        degrade = self.degrade if self.robust else None
         if self.augment:
             return AugmentSettings(degrade=degrade)
         if degrade is not None:  # the degradations alone: an identity affine transform
@@ -143,9 +144,13 @@ class ProtectConfig:
         return None
 
     def as_dict(self) -> dict:
+        """JSON-ready; the degradations only where they shape the noise (``robust``)."""
         values = asdict(self)
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
+        values["degrade"] = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}
+        if not self.robust:
+            values["degrade"] = None
         return {
             key: str(value) if isinstance(value, StrEnum) else value
             for key, value in values.items()
