@@ -44,8 +44,7 @@ def _face_region(shape: tuple[int, int], faces: list[dict]) -> np.ndarray:
     for entry in faces:
         if not entry["protected"]:
             continue
-        face = DetectedFace(tuple(entry["box"]), entry["confidence"], np.array(entry["landmarks"]))
-        matrix = alignment_matrix(face, RESOLUTION)
+        matrix = alignment_matrix(DetectedFace.from_dict(entry), RESOLUTION)
         full = torch.full((3, RESOLUTION, RESOLUTION), 8 / 255)
         (rows, cols), levels = face_noise_levels(shape, matrix, full, 8)
         mask[rows, cols] |= np.abs(levels).max(axis=2) > 0

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -154,3 +155,49 @@ def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_pa
     learnability = report["checks"]["learnability"]
     assert result.exit_code == 1 and not learnability["passed"]
     assert "not below" in learnability["reason"]
+
+
+def _portrait(tmp_path: Path) -> tuple[Path, dict, dict]:
+    """A 300x240 photo with a recorded face (template landmarks, 80 px wide, centre 150, 120)
+    and a smaller second face; and its manifest entry as protect writes it."""
+    from unlearn_cli.detection import ARCFACE_SIZE, ARCFACE_TEMPLATE
+
+    generator = np.random.default_rng(0)
+    small = generator.integers(0, 256, (30, 24, 3), dtype=np.uint8)
+    path = tmp_path / "portrait.png"
+    Image.fromarray(small).resize((240, 300), Image.Resampling.BICUBIC).save(path)
+    marks = (ARCFACE_TEMPLATE - 55.5) * (80 / ARCFACE_SIZE) + (120, 150)
+    main = {
+        "box": [80.0, 110.0, 160.0, 190.0],
+        "confidence": 0.99,
+        "landmarks": marks.round(1).tolist(),
+        "protected": True,
+    }
+    other = {**main, "box": [10.0, 10.0, 40.0, 40.0], "landmarks": (marks / 4).tolist()}
+    return path, {"protected_as": "faces", "faces": [other, main]}, main
+
+
+def test_learnability_learns_photos_protected_in_their_faces_as_face_crops(
+    tmp_path: Path,
+) -> None:
+    from unlearn_cli.countermeasures import Countermeasure
+    from unlearn_cli.detection import DetectedFace, aligned_crop, alignment_matrix
+    from unlearn_cli.images import load_photo
+    from unlearn_cli.learnability import learned_face, model_input
+
+    path, photo, main = _portrait(tmp_path)
+    face = learned_face(photo)
+    assert face is not None and face.box == tuple(main["box"])  # the largest protected face
+    assert learned_face({**photo, "protected_as": "whole image: no face found"}) is None
+    unprotected = {**photo, "faces": [{**f, "protected": False} for f in photo["faces"]]}
+    assert learned_face(unprotected) is None
+
+    crop = model_input(path, face, 64, Countermeasure.plain)
+    expected = aligned_crop(load_photo(path).rgb, alignment_matrix(face, 64), 64)
+    assert torch.equal(crop, expected)
+    whole = model_input(path, None, 64, Countermeasure.plain)
+    assert (crop.float() - whole.float()).abs().mean() > 20  # not the photo squeezed
+
+    halved = model_input(path, face, 64, Countermeasure.downscale2x)  # the face moved along
+    assert (halved.float() - crop.float()).abs().mean() < 6
+    assert DetectedFace.from_dict(main).resized(0.5, 0.5).box == (40.0, 55.0, 80.0, 95.0)

@@ -74,6 +74,20 @@ class DetectedFace:
     def area(self) -> float:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
 
+    @classmethod
+    def from_dict(cls, record: dict) -> DetectedFace:
+        """A face as the manifest recorded it (``as_dict``; rounded to 0.1 pixel)."""
+        x1, y1, x2, y2 = (float(value) for value in record["box"])
+        landmarks = np.asarray(record["landmarks"], dtype=np.float64)
+        return cls((x1, y1, x2, y2), float(record["confidence"]), landmarks)
+
+    def resized(self, scale_x: float, scale_y: float) -> DetectedFace:
+        """The same face in the photo resized by these factors (pixel centres kept aligned)."""
+        scale = np.array([scale_x, scale_y])
+        x1, y1, x2, y2 = self.box
+        box = (x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y)
+        return DetectedFace(box, self.confidence, (self.landmarks + 0.5) * scale - 0.5)
+
     def as_dict(self) -> dict:
         """JSON-ready and rounded, for the manifest."""
         return {

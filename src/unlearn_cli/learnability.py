@@ -9,6 +9,10 @@ Countermeasures (JPEG, grayscale, downscaling, strong augmentation, adversarial 
 applied to everything the attacker trains on, references and the clean baseline included; the
 held-out photos stay clean originals, as the new photos an attacker meets would be. The adaptive
 attacker enrols the photos in the embedding of a model trained on the references alone.
+
+Photos protected in their faces are learned and tested as a face-recognition pipeline sees
+them: the aligned crop of the main face, not the whole photo squeezed (where the face would be
+a few pixels and the noise, which is only on the face, would barely matter).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .countermeasures import Countermeasure, attack_settings_for, sanitise
+from .detection import DetectedFace, aligned_crop, alignment_matrix
 from .engine.attack import (
     AttackSettings,
     probe_recognition,
@@ -33,6 +38,7 @@ from .engine.training import embed
 from .errors import ImageError, SetupError
 from .faces import FaceEmbedder, facenet_available
 from .images import Photo, load_photo, resize_for_model
+from .regions import Protection
 from .surrogates import NAMED_SURROGATES, Surrogate, load_surrogate, surrogate_images
 from .verify import original_path
 
@@ -102,13 +108,38 @@ def split_photos(photos: list[dict], holdout: float, seed: int) -> dict[str, _Sp
     return splits
 
 
-def _decode(paths: list[Path], resolution: int, countermeasure: Countermeasure) -> torch.Tensor:
+def learned_face(photo: dict) -> DetectedFace | None:
+    """What an attacker's face pipeline cuts out of a photo protected in its faces: the largest
+    protected face (the user's, in a photo of several people). None for a photo protected
+    whole (an aligned crop, no face, --faces off), which is learned whole."""
+    if photo.get("protected_as") != Protection.FACES:
+        return None
+    faces = [DetectedFace.from_dict(face) for face in photo["faces"] if face["protected"]]
+    return max(faces, key=lambda face: face.area, default=None)
+
+
+def model_input(
+    path: Path, face: DetectedFace | None, resolution: int, countermeasure: Countermeasure
+) -> torch.Tensor:
+    """The photo after the countermeasure, as the attacker's model sees it: the aligned crop of
+    ``face`` (moved with the pixels if the countermeasure resized the photo), or squeezed whole."""
+    rgb = load_photo(path).rgb
+    seen = sanitise(rgb, countermeasure)
+    if face is None:
+        return resize_for_model(Photo(seen), resolution)
+    if seen.shape != rgb.shape:
+        face = face.resized(seen.shape[1] / rgb.shape[1], seen.shape[0] / rgb.shape[0])
+    return aligned_crop(seen, alignment_matrix(face, resolution), resolution)
+
+
+def _decode(
+    sources: list[tuple[Path, DetectedFace | None]],
+    resolution: int,
+    countermeasure: Countermeasure,
+) -> torch.Tensor:
     try:
         return torch.stack(
-            [
-                resize_for_model(Photo(sanitise(load_photo(path).rgb, countermeasure)), resolution)
-                for path in paths
-            ]
+            [model_input(path, face, resolution, countermeasure) for path, face in sources]
         )
     except ImageError as error:
         raise SetupError(f"learnability cannot read {error}") from error
@@ -235,17 +266,18 @@ def measure_learnability(
     def images_of(
         part: str, protected: bool, countermeasure: Countermeasure = Countermeasure.plain
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        paths, labels = [], []
+        sources, labels = [], []
         for index, name in enumerate(class_names):
             for photo in getattr(splits[name], part):
                 use_output = protected and part == "train"
-                paths.append(
+                path = (
                     folder / photo["output"]
                     if use_output
                     else original_path(manifest, photo, originals)
                 )
+                sources.append((path, learned_face(photo)))
                 labels.append(index)
-        return _decode(paths, settings.resolution, countermeasure), torch.tensor(labels)
+        return _decode(sources, settings.resolution, countermeasure), torch.tensor(labels)
 
     def training_sets(
         countermeasure: Countermeasure,
