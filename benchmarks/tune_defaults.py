@@ -39,6 +39,7 @@ from unlearn_cli.config import ClassLayout, ProtectConfig
 from unlearn_cli.countermeasures import Countermeasure, attack_settings_for, sanitise
 from unlearn_cli.engine import (
     AugmentSettings,
+    DegradeSettings,
     ErrorMinimizingNoise,
     MinMinSettings,
     NoiseForm,
@@ -299,9 +300,14 @@ ROBUST_CONDITIONS = [  # the goal's attacks first, the costly adversarial traini
 
 
 def robust_datasets() -> dict[str, ProtectConfig | None]:
-    """What the attacker scrapes: clean photos, or photos protected with or without --robust.
-    Names carry the settings' key, so a change of defaults measures again."""
-    configs = {"standard": ProtectConfig(robust=False), "robust": ProtectConfig(robust=True)}
+    """What the attacker scrapes: clean photos, or photos protected with or without --robust,
+    or with a candidate strength of its degradations. Names carry the settings' key, so a change
+    of defaults measures again."""
+    configs = {
+        "standard": ProtectConfig(robust=False),
+        "robust": ProtectConfig(robust=True),
+        "gray30": ProtectConfig(degrade=replace(DegradeSettings(), grayscale_probability=0.3)),
+    }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
     }
@@ -530,7 +536,9 @@ def main() -> None:
         "--attackers", default=",".join(ATTACKERS), help="robust: comma-separated architectures"
     )
     parser.add_argument(
-        "--datasets", default="clean,standard,robust", help="robust: what the attacker scrapes"
+        "--datasets",
+        default="clean,standard,robust",
+        help="robust: what the attacker scrapes (clean, standard, robust, gray30)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -201,3 +201,35 @@ def test_learnability_learns_photos_protected_in_their_faces_as_face_crops(
     halved = model_input(path, face, 64, Countermeasure.downscale2x)  # the face moved along
     assert (halved.float() - crop.float()).abs().mean() < 6
     assert DetectedFace.from_dict(main).resized(0.5, 0.5).box == (40.0, 55.0, 80.0, 95.0)
+
+
+def test_learnability_uses_the_recorded_face_of_each_face_mode_photo(
+    protected: Path, tiny_surrogate: Path, monkeypatch
+) -> None:
+    """Every decode of a photo protected in its faces (its protected copy to train on, its
+    original as a clean baseline or held-out photo) cuts that face; the others stay whole."""
+    from unlearn_cli import learnability
+    from unlearn_cli.verify import read_manifest
+
+    manifest = read_manifest(protected)
+    face_photo = manifest["photos"][0]
+    marks = [[10.0, 10.0], [20.0, 10.0], [15.0, 15.0], [11.0, 20.0], [19.0, 20.0]]
+    face_photo["protected_as"] = "faces"
+    face_photo["faces"] = [
+        {"box": [5.0, 5.0, 25.0, 25.0], "confidence": 0.99, "landmarks": marks, "protected": True}
+    ]
+    seen: dict[str, set[bool]] = {}
+    real_model_input = learnability.model_input
+
+    def spy(path: Path, face, resolution: int, countermeasure) -> torch.Tensor:
+        seen.setdefault(path.stem, set()).add(face is not None)
+        return real_model_input(path, face, resolution, countermeasure)
+
+    monkeypatch.setattr(learnability, "model_input", spy)
+    settings = learnability.LearnabilitySettings(
+        architectures=("vgg_small",), epochs=1, resolution=16
+    )
+    learnability.measure_learnability(protected, manifest, None, tiny_surrogate, settings)
+    face_stem = Path(face_photo["source"]).stem
+    assert seen.pop(face_stem) == {True}
+    assert seen and all(faces == {False} for faces in seen.values())
