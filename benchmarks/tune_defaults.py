@@ -12,6 +12,8 @@ protected photos, and we report how many held-out clean photos of the user they 
     python benchmarks/tune_defaults.py --phase faces      # --faces on: crops detected, aligned
     python benchmarks/tune_defaults.py --phase robust     # standard vs --robust under
                                                           # countermeasures and an adaptive attacker
+    python benchmarks/tune_defaults.py --phase survival   # how much noise each countermeasure
+                                                          # leaves (no training: seconds)
 
 Rows are cached in benchmarks/results/cache/ so an interrupted run resumes.
 """
@@ -307,6 +309,7 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "standard": ProtectConfig(robust=False),
         "robust": ProtectConfig(robust=True),
         "gray30": ProtectConfig(degrade=replace(DegradeSettings(), grayscale_probability=0.3)),
+        "res64": ProtectConfig(resolution=64),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
@@ -486,6 +489,77 @@ def robust_phase(
     print(f"wrote {out}")
 
 
+SURVIVAL_ATTACKS = [
+    Countermeasure.jpeg90,
+    Countermeasure.jpeg75,
+    Countermeasure.jpeg50,
+    Countermeasure.downscale2x,
+    Countermeasure.grayscale,
+]
+
+
+def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surrogate: list[str]):
+    """How much of the noise an attacker still sees after each photo-level countermeasure, in
+    seconds and without training: the projection of (protected - original) after it onto the
+    same difference before it, both at the attacker's resolution, over all of the user's
+    protected photos (1: all kept, 0: all removed). Also the noise's RMS in levels."""
+    rgbs, _ = protected_rgbs(user, name, config, seed, surrogate)
+    protected_paths, _ = user_split(user)
+    originals = [load_photo(p).rgb for p in sorted(protected_paths, key=lambda p: p.name)]
+    for original, protected in zip(originals, rgbs, strict=True):  # manifest order: by name
+        assert np.abs(protected.astype(int) - original).max() <= config.eps, "photos misaligned"
+
+    def seen(images: list[np.ndarray]) -> torch.Tensor:
+        return tensor_stack([Photo(rgb) for rgb in images], ATTACK_RESOLUTION).float()
+
+    noise = seen(rgbs) - seen(originals)
+    row = {"rms_levels": round(float(noise.pow(2).mean().sqrt()), 2)}
+    for countermeasure in SURVIVAL_ATTACKS:
+        after = seen([sanitise(rgb, countermeasure) for rgb in rgbs]) - seen(
+            [sanitise(rgb, countermeasure) for rgb in originals]
+        )
+        row[str(countermeasure)] = round(float((noise * after).sum() / noise.pow(2).sum()), 3)
+    return row
+
+
+def survival_phase(
+    users: list[str], seeds: list[int], datasets: list[str], surrogate: list[str]
+) -> None:
+    """The noise kept by each countermeasure, per protected dataset (cached .npz reused)."""
+    configs = {
+        n: c for n, c in robust_datasets().items() if c is not None and n.split("-")[0] in datasets
+    }
+    rows: dict[str, list[dict]] = {}
+    for seed in seeds:
+        for user in users:
+            for name, config in configs.items():
+                row = noise_survival(user, name, config, seed, surrogate)
+                print(f"{user:17s} {name:17s} {seed} {row}", flush=True)
+                rows.setdefault(name, []).append({"user": user, "seed": seed, **row})
+    columns = ["rms_levels", *map(str, SURVIVAL_ATTACKS)]
+    summary = {
+        name: {c: statistics.median(r[c] for r in measured) for c in columns}
+        for name, measured in rows.items()
+    }
+    lines = [
+        "# How much of the noise survives each countermeasure",
+        "",
+        "- command: `python benchmarks/tune_defaults.py --phase survival` (benchmarks/README.md)",
+        f"- users {users}, seeds {seeds}; median over them of: the noise's RMS in levels at the "
+        f"attacker's {ATTACK_RESOLUTION} px, and the share of it kept after each countermeasure "
+        "(projection of the difference after onto the difference before; 1 = all kept)",
+        "",
+        "| dataset | " + " | ".join(columns) + " |",
+        "| --- | " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for name, medians in summary.items():
+        lines.append(f"| {name} | " + " | ".join(f"{medians[c]:.2f}" for c in columns) + " |")
+    out = ROOT / "results" / "tune_defaults_survival.json"
+    out.write_text(json.dumps({"users": users, "seeds": seeds, "summary": summary, "rows": rows}))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def robust_markdown(measured: dict) -> str:
     """Median share of the users' clean held-out photos recognised, per attack and dataset."""
     names = list(measured["datasets"])
@@ -514,12 +588,14 @@ def robust_markdown(measured: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    phases = ["tune", "tune-jpeg", "transfer", "report", "faces", "robust"]
+    phases = ["tune", "tune-jpeg", "transfer", "report", "faces", "robust", "survival"]
     parser.add_argument("--phase", choices=phases, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
     parser.add_argument(
-        "--seeds", default="0,1,2", help="report: comma-separated seeds (default 0,1,2)"
+        "--seeds",
+        default="0,1,2",
+        help="report, robust, survival: comma-separated seeds (default 0,1,2)",
     )
     parser.add_argument(
         "--cached-only", action="store_true", help="summarise the rows measured so far"
@@ -530,7 +606,9 @@ def main() -> None:
         help="robust: comma-separated attacks, in order (default: all)",
     )
     parser.add_argument(
-        "--users", default=",".join(REPORT_USERS), help="robust: comma-separated report users"
+        "--users",
+        default=",".join(REPORT_USERS),
+        help="robust, survival: comma-separated report users",
     )
     parser.add_argument(
         "--attackers", default=",".join(ATTACKERS), help="robust: comma-separated architectures"
@@ -538,7 +616,7 @@ def main() -> None:
     parser.add_argument(
         "--datasets",
         default="clean,standard,robust",
-        help="robust: what the attacker scrapes (clean, standard, robust, gray30)",
+        help="robust: what the attacker scrapes (clean, standard, robust, gray30, res64)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -556,6 +634,11 @@ def main() -> None:
         ACTIVE_ATTACKERS = args.attackers.split(",")
         datasets = args.datasets.split(",")
         robust_phase(args.users.split(","), seeds, conditions, datasets, surrogate, attacker_pool)
+        return
+    if args.phase == "survival":
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        datasets = [d for d in args.datasets.split(",") if d != "clean"]
+        survival_phase(args.users.split(","), seeds, datasets, surrogate)
         return
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]
