@@ -533,6 +533,8 @@ def survival_phase(
     for seed in seeds:
         for user in users:
             for name, config in configs.items():
+                if CACHED_ONLY and not (CACHE / "protected" / f"{user}-{name}-{seed}.npz").exists():
+                    continue
                 row = noise_survival(user, name, config, seed, surrogate)
                 print(f"{user:17s} {name:17s} {seed} {row}", flush=True)
                 rows.setdefault(name, []).append({"user": user, "seed": seed, **row})
@@ -549,11 +551,12 @@ def survival_phase(
         f"attacker's {ATTACK_RESOLUTION} px, and the share of it kept after each countermeasure "
         "(projection of the difference after onto the difference before; 1 = all kept)",
         "",
-        "| dataset | " + " | ".join(columns) + " |",
-        "| --- | " + " | ".join("---" for _ in columns) + " |",
+        "| dataset | user-seed pairs | " + " | ".join(columns) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
     ]
     for name, medians in summary.items():
-        lines.append(f"| {name} | " + " | ".join(f"{medians[c]:.2f}" for c in columns) + " |")
+        cells = " | ".join(f"{medians[c]:.2f}" for c in columns)
+        lines.append(f"| {name} | {len(rows[name])} | {cells} |")
     out = ROOT / "results" / "tune_defaults_survival.json"
     out.write_text(json.dumps({"users": users, "seeds": seeds, "summary": summary, "rows": rows}))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
