@@ -148,9 +148,8 @@ class ProtectConfig:
         values = asdict(self)
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
-        values["degrade"] = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}
-        if not self.robust:
-            values["degrade"] = None
+        degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}
+        values["degrade"] = degrade if self.robust else None
         return {
             key: str(value) if isinstance(value, StrEnum) else value
             for key, value in values.items()
