@@ -92,6 +92,19 @@ def test_protect_json_on_stdout_and_budget_holds(photo_folder: Path, tiny_surrog
     assert {p.name: sha256_file(p) for p in photo_folder.iterdir()} == before  # originals intact
 
 
+def test_rem_protection_is_recorded_and_keeps_the_budget(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
+    args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    refused = run(*args, "--rem", "9")
+    assert refused.exit_code == 2 and "--rem must be between 0 and eps (8), got 9" in refused.output
+    result = run(*args, "--rem", "4", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["settings"]["rem_radius"] == 4
+    _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
+
+
 def test_robust_protection_is_the_default_and_keeps_the_budget(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from unlearn_cli.config import ProtectConfig
 from unlearn_cli.engine import AugmentSettings, DegradeSettings, random_affine
+from unlearn_cli.errors import SetupError
 
 
 def test_robust_adds_the_upload_degradations_to_the_attackers_transforms() -> None:
@@ -34,3 +36,18 @@ def test_the_degradations_are_part_of_the_settings_identity_only_with_robust() -
     )
     assert ProtectConfig().as_dict()["degrade"]["jpeg_quality"] == [50, 95]
     assert ProtectConfig(robust=False).as_dict()["degrade"] is None
+
+
+def test_rem_is_in_the_settings_identity_only_when_on() -> None:
+    """Outputs written before REM existed keep their key; REM noise is never taken for plain."""
+    assert "rem_radius" not in ProtectConfig().as_dict()
+    rem = ProtectConfig(rem_radius=4)
+    assert rem.output_key != ProtectConfig().output_key
+    assert rem.as_dict()["rem_radius"] == 4 and rem.as_dict()["rem_steps"] == 2
+    assert rem.minmin_settings().adversarial_eps == 4 / 255
+    assert ProtectConfig().minmin_settings().adversarial_eps == 0
+
+
+def test_rem_radius_must_stay_within_the_budget() -> None:
+    with pytest.raises(SetupError, match="--rem must be between 0 and eps"):
+        ProtectConfig(eps=8, rem_radius=9)

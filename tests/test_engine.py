@@ -23,6 +23,7 @@ from unlearn_cli.engine import (
 )
 from unlearn_cli.engine.minmin import balanced_pool
 from unlearn_cli.engine.models import MODELS
+from unlearn_cli.engine.training import adversarial_examples
 from unlearn_cli.images import Photo, apply_noise
 
 
@@ -119,6 +120,35 @@ def test_minmin_noise_shapes_budget_and_lower_loss(form: NoiseForm) -> None:
             model((own + result.per_image(own_labels)).clamp(0, 1)), own_labels
         )
     assert noisy < clean
+
+
+def test_rem_noise_lowers_the_loss_even_after_the_surrogates_worst_perturbation() -> None:
+    """REM: the noise is a shortcut for a surrogate trained on perturbed data, that stays one when
+    the image is perturbed against it; the same seed without REM gives other noise."""
+    own, _ = _separable(6, 1, seed=1)
+    own_labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    others, other_labels = _separable(6, 3, seed=2)
+    settings_ = MinMinSettings(
+        step_size=2 / 255, steps=5, train_steps=3, max_rounds=3, min_rounds=3, batch_size=8
+    )
+    rem = dataclasses.replace(settings_, adversarial_eps=4 / 255)
+    noises, models = {}, {}
+    for name, chosen in (("plain", settings_), ("rem", rem)):
+        models[name] = create_model("resnet_small", 5, seed=0)
+        noises[name] = (
+            ErrorMinimizingNoise(models[name], chosen)
+            .generate(own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0))
+            .noise
+        )
+    noise, model = noises["rem"], models["rem"].eval()
+    assert noise.abs().max() <= 8 / 255 + 1e-6 and not torch.equal(noise, noises["plain"])
+    generator = torch.Generator().manual_seed(1)
+    losses = {}
+    for name, images in (("clean", own), ("noisy", (own + noise).clamp(0, 1))):
+        worst = adversarial_examples(model, images, own_labels, 4 / 255, 5, generator)
+        with torch.no_grad():
+            losses[name] = torch.nn.functional.cross_entropy(model(worst), own_labels)
+    assert losses["noisy"] < losses["clean"]
 
 
 def test_stop_rule_waits_for_min_rounds() -> None:

@@ -49,6 +49,8 @@ class ProtectConfig:
     augment: bool = True
     robust: bool = True  # also through JPEG, downscaling, colour jitter and grayscale
     degrade: DegradeSettings = DegradeSettings()  # how strongly, with --robust (library only)
+    rem_radius: int = 0  # levels; > 0: REM, against a surrogate perturbed within this radius
+    rem_steps: int = 2  # PGD steps of that perturbation (library only)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -79,6 +81,8 @@ class ProtectConfig:
             problems.append(f"--steps must be at least 1, got {self.steps}")
         if self.step_size is not None and not 0 < self.step_size <= self.eps:
             problems.append(f"--step-size must be in (0, eps], got {self.step_size}")
+        if not 0 <= self.rem_radius <= self.eps or self.rem_steps < 1:
+            problems.append(f"--rem must be between 0 and eps ({self.eps}), got {self.rem_radius}")
         if not 0 < self.stop_accuracy <= 1:
             problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
         if self.surrogate_model not in MODELS:
@@ -129,6 +133,8 @@ class ProtectConfig:
             stop_accuracy=self.stop_accuracy,
             form=self.mode,
             augment=self.augment_settings(),
+            adversarial_eps=self.rem_radius / 255,
+            adversarial_steps=self.rem_steps,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -144,8 +150,11 @@ class ProtectConfig:
         return None
 
     def as_dict(self) -> dict:
-        """JSON-ready; the degradations only where they shape the noise (``robust``)."""
+        """JSON-ready; the degradations only where they shape the noise (``robust``), REM's
+        settings only when it is on, so that outputs written before it existed keep their key."""
         values = asdict(self)
+        if not self.rem_radius:
+            del values["rem_radius"], values["rem_steps"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

@@ -271,6 +271,16 @@ def protect(
             rich_help_panel=OPTIMISATION,
         ),
     ] = True,
+    rem: Annotated[
+        int,
+        typer.Option(
+            "--rem",
+            help="REM: optimise against a surrogate adversarially perturbed within this many "
+            "levels (e.g. eps/2), meant to resist an attacker's adversarial training; about "
+            "1.4x the protect time; 0: off (see README).",
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = 0,
     surrogate_model: Annotated[
         str, typer.Option(help="Surrogate architecture.", rich_help_panel=OPTIMISATION)
     ] = "resnet_small",
@@ -387,6 +397,7 @@ def protect(
             stop_accuracy=stop_accuracy,
             augment=augment,
             robust=robust,
+            rem_radius=rem,
             surrogate_model=surrogate_model,
             match_k=match_k,
             embedder=Embedder(embedder.value),

@@ -7,6 +7,11 @@ Each round trains the surrogate ``train_steps`` batches on the current noisy dat
 from the previous round), then measures the surrogate's accuracy on the protected images. The loop
 stops once that accuracy reaches ``stop_accuracy`` after at least ``min_rounds`` rounds, or after
 ``max_rounds``. Only protected images carry noise; the other classes stay clean.
+
+With ``adversarial_eps`` > 0 the loop is REM's min-min-max (Fu et al., ICLR 2022): the surrogate
+is trained on PGD examples of the noisy data, and every noise step lowers the loss of the noisy
+image after a worst-case perturbation within ``adversarial_eps``. The noise must then stay an
+easy shortcut for a model that resists small perturbations, as adversarial training makes one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AugmentSettings, random_augment
-from .training import TrainSettings, as_float, make_optimizer, shuffled_batches, train_step
+from .training import (
+    TrainSettings,
+    adversarial_examples,
+    as_float,
+    make_optimizer,
+    shuffled_batches,
+    train_step,
+)
 
 
 class NoiseForm(StrEnum):
@@ -47,6 +59,8 @@ class MinMinSettings:
     batch_size: int = 64
     lr: float = 0.1
     augment: AugmentSettings | None = None
+    adversarial_eps: float = 0.0  # REM's radius of the surrogate's perturbation; 0: plain min-min
+    adversarial_steps: int = 2
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
 
@@ -57,6 +71,8 @@ class MinMinSettings:
             raise ValueError("step_size must be > 0, steps >= 1 and train_steps >= 0")
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
+        if self.adversarial_eps < 0 or self.adversarial_steps < 1:
+            raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
 
 
 @dataclass(frozen=True)
@@ -253,6 +269,8 @@ class ErrorMinimizingNoise:
                     generator,
                     self.settings.augment,
                     channels_last=self.settings.channels_last,
+                    adversarial_eps=self.settings.adversarial_eps,
+                    adversarial_steps=self.settings.adversarial_steps,
                 )
             )
         return sum(losses) / len(losses) if losses else float("nan")
@@ -264,7 +282,8 @@ class ErrorMinimizingNoise:
         result: MinMinResult,
         generator: torch.Generator,
     ) -> None:
-        """``steps`` signed-gradient steps that lower the loss, projected to the eps-ball."""
+        """``steps`` signed-gradient steps that lower the loss, projected to the eps-ball (with
+        REM, the loss after the surrogate's worst perturbation of each augmented noisy image)."""
         s = self.settings
         self.model.eval()
         for parameter in self.model.parameters():
@@ -279,6 +298,16 @@ class ErrorMinimizingNoise:
                     inputs = (images + noise).clamp(0, 1)
                     if s.augment is not None:
                         inputs = random_augment(inputs, generator, s.augment)
+                    if s.adversarial_eps > 0:
+                        worst = adversarial_examples(
+                            self.model,
+                            inputs.detach(),
+                            targets,
+                            s.adversarial_eps,
+                            s.adversarial_steps,
+                            generator,
+                        )
+                        inputs = inputs + (worst - inputs.detach())
                     loss = F.cross_entropy(
                         self.model(self._layout(inputs)), targets, reduction="sum"
                     )
