@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from unlearn_cli.config import ProtectConfig
 from unlearn_cli.engine import ErrorMinimizingNoise, MinMinSettings, create_model
 from unlearn_cli.engine.augment import AugmentSettings
 
@@ -39,6 +40,7 @@ PORTRAITS = SHARED / "photos" / "portraits"
 RESULTS = ROOT / "results"
 CACHE = RESULTS / "cache" / "speed"
 SURROGATE_IDENTITIES = 7
+DEFAULTS_KEY = ProtectConfig().output_key[:8]  # rows are measured again when the defaults change
 
 
 def machine() -> str:
@@ -218,7 +220,7 @@ def scaling_rows(
                     shutil.rmtree(folder)
                     return runs
 
-                key = f"{kind}-{count}-{megapixels}-{threads}"
+                key = f"{kind}-{count}-{megapixels}-{threads}-{DEFAULTS_KEY}"
                 row = {"kind": kind, "count": count, **cached_row(key, compute)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -240,16 +242,17 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "load_average_at_start": round(os.getloadavg()[0], 2),
     }
+    defaults = {"protect_defaults_key": DEFAULTS_KEY, "protect_defaults": ProtectConfig().as_dict()}
     if args.part == "loop":
         results["loop"] = {**stamp, "rows": loop_rows(images=1000, repeats=3)}
         for row in results["loop"]["rows"]:
             print(json.dumps(row))
     elif args.part == "scaling":
         rows = scaling_rows([10, 50, 200], args.megapixels, args.threads)
-        results["scaling"] = {**stamp, "megapixels": args.megapixels, "rows": rows}
+        results["scaling"] = {**stamp, **defaults, "megapixels": args.megapixels, "rows": rows}
     else:
         rows = scaling_rows([1000], args.megapixels, args.threads, warm_too=False)
-        results["many"] = {**stamp, "megapixels": args.megapixels, "rows": rows}
+        results["many"] = {**stamp, **defaults, "megapixels": args.megapixels, "rows": rows}
     results_path.write_text(json.dumps(results, indent=2))
     write_markdown(results, RESULTS / "speed.md")
     print(f"wrote {results_path} and speed.md")
@@ -282,7 +285,8 @@ def write_markdown(results: dict, path: Path) -> None:
             f"## `unlearn protect`, {part}",
             "",
             f"{block['date']}, {block['machine']}, load average {block['load_average_at_start']};"
-            f" `{block['command']}`; full-size photos of about {block['megapixels']} MP.",
+            f" `{block['command']}`; full-size photos of about {block['megapixels']} MP; protect"
+            f" defaults {block.get('protect_defaults_key', 'before --robust (not recorded)')}.",
             "",
             "| input | photos | faces | run | wall s | CPU s | optimisation s | peak RSS MB "
             "| photos/min |",

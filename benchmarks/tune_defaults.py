@@ -310,6 +310,8 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "robust": ProtectConfig(robust=True),
         "gray30": ProtectConfig(degrade=replace(DegradeSettings(), grayscale_probability=0.3)),
         "res64": ProtectConfig(resolution=64),
+        "eps16": ProtectConfig(eps=16),
+        "rem4": ProtectConfig(rem_radius=4),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
@@ -619,7 +621,8 @@ def main() -> None:
     parser.add_argument(
         "--datasets",
         default="clean,standard,robust",
-        help="robust: what the attacker scrapes (clean, standard, robust, gray30, res64)",
+        help="robust: what the attacker scrapes "
+        "(clean, standard, robust, gray30, res64, eps16, rem4)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
