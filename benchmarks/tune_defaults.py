@@ -61,6 +61,7 @@ from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
 from unlearn_cli.inputs import collect_inputs
 from unlearn_cli.pipeline import protect as run_protect
 from unlearn_cli.regions import FaceMode
+from unlearn_cli.report import measure_budget
 
 ROOT = Path(__file__).resolve().parent
 FACES = ROOT.parent.parent / "shared" / "data" / "faces"
@@ -310,6 +311,7 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "robust": ProtectConfig(robust=True),
         "gray30": ProtectConfig(degrade=replace(DegradeSettings(), grayscale_probability=0.3)),
         "res64": ProtectConfig(resolution=64),
+        "eps12": ProtectConfig(eps=12),
         "eps16": ProtectConfig(eps=16),
         "rem4": ProtectConfig(rem_radius=4),
     }
@@ -504,7 +506,8 @@ def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surro
     """How much of the noise an attacker still sees after each photo-level countermeasure, in
     seconds and without training: the projection of (protected - original) after it onto the
     same difference before it, both at the attacker's resolution, over all of the user's
-    protected photos (1: all kept, 0: all removed). Also the noise's RMS in levels."""
+    protected photos (1: all kept, 0: all removed). Also the noise's RMS in levels, and how
+    visible it is: the median PSNR and SSIM of the photos at full size, as `protect` reports."""
     rgbs, _ = protected_rgbs(user, name, config, seed, surrogate)
     protected_paths, _ = user_split(user)
     originals = [load_photo(p).rgb for p in sorted(protected_paths, key=lambda p: p.name)]
@@ -515,7 +518,12 @@ def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surro
         return tensor_stack([Photo(rgb) for rgb in images], ATTACK_RESOLUTION).float()
 
     noise = seen(rgbs) - seen(originals)
-    row = {"rms_levels": round(float(noise.pow(2).mean().sqrt()), 2)}
+    budgets = [measure_budget(o, p) for o, p in zip(originals, rgbs, strict=True)]
+    row = {
+        "rms_levels": round(float(noise.pow(2).mean().sqrt()), 2),
+        "psnr_db": round(statistics.median(b.psnr for b in budgets), 2),
+        "ssim": round(statistics.median(b.ssim for b in budgets), 4),
+    }
     for countermeasure in SURVIVAL_ATTACKS:
         after = seen([sanitise(rgb, countermeasure) for rgb in rgbs]) - seen(
             [sanitise(rgb, countermeasure) for rgb in originals]
@@ -540,7 +548,7 @@ def survival_phase(
                 row = noise_survival(user, name, config, seed, surrogate)
                 print(f"{user:17s} {name:17s} {seed} {row}", flush=True)
                 rows.setdefault(name, []).append({"user": user, "seed": seed, **row})
-    columns = ["rms_levels", *map(str, SURVIVAL_ATTACKS)]
+    columns = ["rms_levels", "psnr_db", "ssim", *map(str, SURVIVAL_ATTACKS)]
     summary = {
         name: {c: statistics.median(r[c] for r in measured) for c in columns}
         for name, measured in rows.items()
@@ -550,14 +558,17 @@ def survival_phase(
         "",
         "- command: `python benchmarks/tune_defaults.py --phase survival` (benchmarks/README.md)",
         f"- users {users}, seeds {seeds}; median over them of: the noise's RMS in levels at the "
-        f"attacker's {ATTACK_RESOLUTION} px, and the share of it kept after each countermeasure "
+        f"attacker's {ATTACK_RESOLUTION} px; the PSNR (dB) and SSIM of the protected photos at "
+        "full size; and the share of the noise kept after each countermeasure "
         "(projection of the difference after onto the difference before; 1 = all kept)",
         "",
         "| dataset | user-seed pairs | " + " | ".join(columns) + " |",
         "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
     ]
     for name, medians in summary.items():
-        cells = " | ".join(f"{medians[c]:.2f}" for c in columns)
+        cells = " | ".join(
+            f"{medians[c]:.3g}" if c == "ssim" else f"{medians[c]:.2f}" for c in columns
+        )
         lines.append(f"| {name} | {len(rows[name])} | {cells} |")
     out = ROOT / "results" / "tune_defaults_survival.json"
     out.write_text(json.dumps({"users": users, "seeds": seeds, "summary": summary, "rows": rows}))
@@ -622,7 +633,7 @@ def main() -> None:
         "--datasets",
         default="clean,standard,robust",
         help="robust: what the attacker scrapes "
-        "(clean, standard, robust, gray30, res64, eps16, rem4)",
+        "(clean, standard, robust, gray30, res64, eps12, eps16, rem4)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
