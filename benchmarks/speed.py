@@ -4,6 +4,7 @@
     python benchmarks/speed.py --part scaling   # unlearn protect on 10, 50, 200 face crops and
                                                 # full-size photos: wall, CPU, peak RSS, photos/min
     python benchmarks/speed.py --part many      # 1,000 full-size photos: peak memory
+    python benchmarks/speed.py --part gpu       # min-min round on a GPU: float32 vs bf16 x chunk
 
 Every `protect` row runs the real command in a child process (so its peak RSS is its own) with
 the default settings against a surrogate folder of seven face identities. Rows are cached in
@@ -34,7 +35,8 @@ from unlearn_cli.engine import ErrorMinimizingNoise, MinMinSettings, create_mode
 from unlearn_cli.engine.augment import AugmentSettings
 
 ROOT = Path(__file__).resolve().parent
-SHARED = ROOT.parent.parent / "shared" / "data"
+# ../shared/data beside the checkout; elsewhere (a GPU machine) a copy named by UNLEARN_BENCH_DATA
+SHARED = Path(os.environ.get("UNLEARN_BENCH_DATA", ROOT.parent.parent / "shared" / "data"))
 FACES = SHARED / "faces"
 PORTRAITS = SHARED / "photos" / "portraits"
 RESULTS = ROOT / "results"
@@ -105,6 +107,55 @@ def loop_rows(images: int, repeats: int) -> list[dict]:
             "load_average": round(os.getloadavg()[0], 2),
         }
         for (layout, chunk, threads), values in seconds.items()
+    ]
+
+
+def gpu_rows(images: int, repeats: int, device: torch.device) -> list[dict]:
+    """Seconds per min-min round on ``device`` in float32 and in the bf16 mixed precision that
+    ``MinMinSettings.for_device`` picks on a GPU, at the CPU's chunk (128) and the GPU's (1,024),
+    interleaved; and what it means for photos a minute at the default 20 rounds."""
+    generator = torch.Generator().manual_seed(0)
+    protected = torch.rand(images, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 2, (images,), generator=generator)
+    others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
+    other_labels = torch.arange(2, 10).repeat_interleave(100)
+    rounds = ProtectConfig().rounds
+    variants = [(precision, chunk) for precision in ("float32", "bf16") for chunk in (128, 1024)]
+    seconds: dict[tuple, list[float]] = {variant: [] for variant in variants}
+    for repeat in range(repeats + 1):  # the first pass warms up kernels and is not counted
+        for precision, chunk in variants:
+            settings = MinMinSettings(
+                max_rounds=1,
+                min_rounds=1,
+                augment=ProtectConfig().augment_settings(),
+                chunk=chunk,
+                mixed_precision=precision == "bf16",
+            )
+            model = create_model("resnet_small", 10, seed=0).to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            ErrorMinimizingNoise(model, settings).generate(
+                protected, labels, others, other_labels, torch.Generator().manual_seed(0)
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if repeat:
+                seconds[(precision, chunk)].append(time.perf_counter() - started)
+    baseline = statistics.median(seconds[("float32", 128)])
+    return [
+        {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "precision": precision,
+            "chunk": chunk,
+            "images": images,
+            "round_seconds_median": round(statistics.median(values), 3),
+            "speedup_vs_float32_128": round(baseline / statistics.median(values), 2),
+            "optimisation_photos_per_minute": round(
+                images * 60 / (rounds * statistics.median(values))
+            ),
+        }
+        for (precision, chunk), values in seconds.items()
     ]
 
 
@@ -230,7 +281,9 @@ def scaling_rows(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["loop", "scaling", "many"], required=True)
+    parser.add_argument("--part", choices=["loop", "scaling", "many", "gpu"], required=True)
+    parser.add_argument("--device", default="cuda", help="--part gpu: the device to measure")
+    parser.add_argument("--images", type=int, default=1000, help="--part gpu: protected images")
     parser.add_argument("--threads", type=int, default=None, help="protect --threads")
     parser.add_argument("--megapixels", type=float, default=3.0, help="full-size photo size")
     args = parser.parse_args()
@@ -246,6 +299,13 @@ def main() -> None:
     if args.part == "loop":
         results["loop"] = {**stamp, "rows": loop_rows(images=1000, repeats=3)}
         for row in results["loop"]["rows"]:
+            print(json.dumps(row))
+    elif args.part == "gpu":
+        results["gpu"] = {
+            **stamp,
+            "rows": gpu_rows(args.images, repeats=3, device=torch.device(args.device)),
+        }
+        for row in results["gpu"]["rows"]:
             print(json.dumps(row))
     elif args.part == "scaling":
         rows = scaling_rows([10, 50, 200], args.megapixels, args.threads)
@@ -275,6 +335,25 @@ def write_markdown(results: dict, path: Path) -> None:
             f"| {r['layout']} | {r['chunk']} | {r['threads']} | {r['round_seconds_median']} "
             f"| {r['speedup_vs_nchw256_same_threads']} |"
             for r in loop["rows"]
+        ]
+        lines.append("")
+    if "gpu" in results:
+        gpu = results["gpu"]
+        lines += [
+            f"## Min-min round on {gpu['rows'][0]['device']}, {gpu['rows'][0]['images']} images"
+            " at 32 px",
+            "",
+            f"{gpu['date']}, {gpu['machine']}; `{gpu['command']}`; medians of interleaved"
+            " repeats after one warm-up pass; photos a minute of the optimisation alone at the"
+            " default 20 rounds.",
+            "",
+            "| precision | chunk | s / round | speed-up vs float32-128 | photos/min |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['precision']} | {r['chunk']} | {r['round_seconds_median']} "
+            f"| {r['speedup_vs_float32_128']} | {r['optimisation_photos_per_minute']} |"
+            for r in gpu["rows"]
         ]
         lines.append("")
     for part in ("scaling", "many"):

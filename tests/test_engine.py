@@ -151,6 +151,49 @@ def test_rem_noise_lowers_the_loss_even_after_the_surrogates_worst_perturbation(
     assert losses["noisy"] < losses["clean"]
 
 
+def test_mixed_precision_runs_the_model_in_bf16_and_keeps_float32_noise_in_budget() -> None:
+    """The GPU path, exercised with the CPU's bf16 autocast: every forward pass of the surrogate
+    is bf16, the noise stays float32 within eps and still lowers the surrogate's loss."""
+    own, _ = _separable(6, 1, seed=1)
+    own_labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    others, other_labels = _separable(6, 3, seed=2)
+    model = create_model("resnet_small", 5, seed=0)
+    output_dtypes = set()
+    model.register_forward_hook(lambda _module, _inputs, output: output_dtypes.add(output.dtype))
+    settings_ = MinMinSettings(
+        step_size=2 / 255,
+        steps=5,
+        train_steps=3,
+        max_rounds=3,
+        min_rounds=3,
+        batch_size=8,
+        mixed_precision=True,
+    )
+    noise = (
+        ErrorMinimizingNoise(model, settings_)
+        .generate(own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0))
+        .noise
+    )
+    assert output_dtypes == {torch.bfloat16}
+    assert noise.dtype == torch.float32 and noise.abs().max() <= 8 / 255 + 1e-6
+    model.eval()
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(own), own_labels)
+        noisy = torch.nn.functional.cross_entropy(model((own + noise).clamp(0, 1)), own_labels)
+    assert noisy < clean
+
+
+def test_settings_for_a_gpu_turn_on_mixed_precision_and_larger_chunks(monkeypatch) -> None:
+    settings_ = MinMinSettings()
+    assert settings_.for_device(torch.device("cpu")) is settings_
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    on_gpu = settings_.for_device(torch.device("cuda"))
+    assert on_gpu.mixed_precision and on_gpu.chunk == 1024
+    assert dataclasses.replace(on_gpu, mixed_precision=False, chunk=128) == settings_
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert settings_.for_device(torch.device("cuda")) is settings_
+
+
 def test_stop_rule_waits_for_min_rounds() -> None:
     own, _ = _separable(4, 1, seed=3)
     others, other_labels = _separable(4, 2, seed=4)

@@ -36,6 +36,7 @@ from .engine import (
     train,
 )
 from .engine.minmin import MinMinCheckpoint
+from .engine.training import mixed_precision_pays
 from .errors import ImageError, OutputError, SetupError
 from .faces import FACENET_INPUT, FaceEmbedder, facenet_available
 from .images import load_photo, sha256_file, write_png_atomic
@@ -296,7 +297,8 @@ def _optimise(
         emit(PhaseAdvanced(len(resume.rounds)))
     model = create_model(config.surrogate_model, len(class_names) + len(selected), seed=config.seed)
     labels = _crop_labels(prepared)
-    result = ErrorMinimizingNoise(model.to(device), config.minmin_settings()).generate(
+    settings = config.minmin_settings().for_device(device)
+    result = ErrorMinimizingNoise(model.to(device), settings).generate(
         torch.cat([item.crops for item in prepared]),
         labels,
         other_images,
@@ -306,7 +308,7 @@ def _optimise(
         on_checkpoint=checkpoint.save,
         resume=resume,
     )
-    manifest.describe_optimisation(config, result)
+    manifest.describe_optimisation(config, result, settings.mixed_precision)
     noise = result.per_image(labels.to(result.noise.device)).cpu()
     noise_per_photo = noise.split([len(item.crops) for item in prepared])
 
@@ -734,7 +736,9 @@ def _warm_model(
             model,
             images,
             labels,
-            TrainSettings(epochs=config.warmup_epochs),
+            TrainSettings(
+                epochs=config.warmup_epochs, mixed_precision=mixed_precision_pays(device)
+            ),
             torch.Generator().manual_seed(config.seed),
             on_epoch=lambda _epoch, _loss: emit(PhaseAdvanced()),
         )
@@ -852,10 +856,13 @@ class _ManifestWriter:
             **{key: value for key, value in matching.items() if key != "selected_indices"},
         }
 
-    def describe_optimisation(self, config: ProtectConfig, result: MinMinResult) -> None:
+    def describe_optimisation(
+        self, config: ProtectConfig, result: MinMinResult, mixed_precision: bool
+    ) -> None:
         self.content["optimisation"].update(
             {
                 "surrogate_model": config.surrogate_model,
+                "mixed_precision": mixed_precision,
                 "converged": result.converged,
                 "rounds": [
                     {

@@ -25,6 +25,21 @@ class TrainSettings:
     mixup_alpha: float = 0.0
     adversarial_eps: float = 0.0
     adversarial_steps: int = 3
+    mixed_precision: bool = False  # bf16 forward passes; see ``autocast``
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast of a model's forward pass when ``enabled`` (on GPUs: tensor cores, half
+    the memory traffic). bf16 keeps float32's range, so no loss scaling is needed; inputs, noise
+    and gradients with respect to them stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def mixed_precision_pays(device: torch.device) -> bool:
+    """bf16 autocast is used on CUDA GPUs with bf16 tensor cores (Ampere and later); on CPUs it
+    is slower than float32 for these small models, and older GPUs would need float16's loss
+    scaling."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
@@ -78,22 +93,26 @@ def train_step(
     mixup_alpha: float = 0.0,
     adversarial_eps: float = 0.0,
     adversarial_steps: int = 3,
+    mixed_precision: bool = False,
 ) -> float:
     """One SGD step on one batch; returns the batch loss. ``mixup_alpha`` > 0 trains on mixed
-    pairs of images, ``adversarial_eps`` > 0 on PGD examples: two known ways past the noise."""
+    pairs of images, ``adversarial_eps`` > 0 on PGD examples: two known ways past the noise.
+    Augmentation runs in float32 whatever ``mixed_precision`` says: only the model is autocast."""
     model.train()
     if augment is not None:
         images = random_augment(images, generator, augment)
     if adversarial_eps > 0:
         images = adversarial_examples(
-            model, images, labels, adversarial_eps, adversarial_steps, generator
+            model, images, labels, adversarial_eps, adversarial_steps, generator, mixed_precision
         )
     partner_labels, mix = labels, 1.0
     if mixup_alpha > 0:
         images, partner_labels, mix = mixup(images, labels, mixup_alpha, generator)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    outputs = model(images)
+    with autocast(images.device, mixed_precision):
+        outputs = model(images)
+    outputs = outputs.float()
     loss = F.cross_entropy(outputs, labels)
     if mixup_alpha > 0:
         loss = mix * loss + (1 - mix) * F.cross_entropy(outputs, partner_labels)
@@ -130,6 +149,7 @@ def adversarial_examples(
     eps: float,
     steps: int,
     generator: torch.Generator,
+    mixed_precision: bool = False,
 ) -> torch.Tensor:
     """L-inf PGD that maximises the loss (Madry et al., 2018): random start in the eps-ball,
     ``steps`` sign steps of 2.5 * eps / steps, each projected back to the ball and [0, 1].
@@ -141,7 +161,9 @@ def adversarial_examples(
     adversarial = (images + start.to(images.device, images.dtype)).clamp(0, 1)
     for _ in range(steps):
         adversarial.requires_grad_(True)
-        loss = F.cross_entropy(model(adversarial), labels)
+        with autocast(images.device, mixed_precision):
+            logits = model(adversarial)
+        loss = F.cross_entropy(logits.float(), labels)
         (gradient,) = torch.autograd.grad(loss, adversarial)
         adversarial = adversarial.detach() + step_size * gradient.sign()
         adversarial = torch.min(torch.max(adversarial, images - eps), images + eps).clamp(0, 1)
@@ -184,6 +206,7 @@ def train(
                 mixup_alpha=settings.mixup_alpha,
                 adversarial_eps=settings.adversarial_eps,
                 adversarial_steps=settings.adversarial_steps,
+                mixed_precision=settings.mixed_precision,
             )
             schedule.step()
         losses.append(total / steps_per_epoch)
