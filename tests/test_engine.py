@@ -76,6 +76,12 @@ def _separable(n_per_class: int, classes: int, seed: int) -> tuple[torch.Tensor,
     return images.clamp(0, 1), labels
 
 
+# a few rounds on the 16-px images of ``_separable``: enough for the noise to lower the loss
+SMALL_RUN = MinMinSettings(
+    step_size=2 / 255, steps=5, train_steps=3, max_rounds=3, min_rounds=3, batch_size=8
+)
+
+
 @pytest.mark.parametrize("form", list(NoiseForm))
 def test_minmin_noise_shapes_budget_and_lower_loss(form: NoiseForm) -> None:
     own, _ = _separable(6, 1, seed=1)
@@ -83,16 +89,7 @@ def test_minmin_noise_shapes_budget_and_lower_loss(form: NoiseForm) -> None:
     others, other_labels = _separable(6, 3, seed=2)
     other_labels = other_labels + 2
     model = create_model("resnet_small", 5, seed=0)
-    settings_ = MinMinSettings(
-        eps=8 / 255,
-        step_size=2 / 255,
-        steps=5,
-        train_steps=3,
-        max_rounds=3,
-        min_rounds=3,
-        form=form,
-        batch_size=8,
-    )
+    settings_ = dataclasses.replace(SMALL_RUN, form=form)
     rounds = []
     result = ErrorMinimizingNoise(model, settings_).generate(
         own,
@@ -128,12 +125,9 @@ def test_rem_noise_lowers_the_loss_even_after_the_surrogates_worst_perturbation(
     own, _ = _separable(6, 1, seed=1)
     own_labels = torch.tensor([0, 0, 0, 1, 1, 1])
     others, other_labels = _separable(6, 3, seed=2)
-    settings_ = MinMinSettings(
-        step_size=2 / 255, steps=5, train_steps=3, max_rounds=3, min_rounds=3, batch_size=8
-    )
-    rem = dataclasses.replace(settings_, adversarial_eps=4 / 255)
+    rem = dataclasses.replace(SMALL_RUN, adversarial_eps=4 / 255)
     noises, models = {}, {}
-    for name, chosen in (("plain", settings_), ("rem", rem)):
+    for name, chosen in (("plain", SMALL_RUN), ("rem", rem)):
         models[name] = create_model("resnet_small", 5, seed=0)
         noises[name] = (
             ErrorMinimizingNoise(models[name], chosen)
@@ -160,17 +154,8 @@ def test_mixed_precision_runs_the_model_in_bf16_and_keeps_float32_noise_in_budge
     model = create_model("resnet_small", 5, seed=0)
     output_dtypes = set()
     model.register_forward_hook(lambda _module, _inputs, output: output_dtypes.add(output.dtype))
-    settings_ = MinMinSettings(
-        step_size=2 / 255,
-        steps=5,
-        train_steps=3,
-        max_rounds=3,
-        min_rounds=3,
-        batch_size=8,
-        mixed_precision=True,
-    )
     noise = (
-        ErrorMinimizingNoise(model, settings_)
+        ErrorMinimizingNoise(model, dataclasses.replace(SMALL_RUN, mixed_precision=True))
         .generate(own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0))
         .noise
     )
