@@ -1,6 +1,7 @@
 """Speed and memory of protection: the hot loop side by side, and `unlearn protect` at scale.
 
-    python benchmarks/speed.py --part loop      # min-min round: memory layout x chunk x threads
+    python benchmarks/speed.py --part loop      # min-min round: memory layout x chunk x threads,
+                                                # and the cost of the --robust degradations
     python benchmarks/speed.py --part scaling   # unlearn protect on 10, 50, 200 face crops and
                                                 # full-size photos: wall, CPU, peak RSS, photos/min
     python benchmarks/speed.py --part many      # 1,000 full-size photos: peak memory
@@ -63,27 +64,36 @@ def cached_row(key: str, compute) -> dict:
 
 
 def loop_rows(images: int, repeats: int) -> list[dict]:
-    """Seconds per min-min round (defaults: 10 surrogate batches, 20 PGD steps with augmentation)
-    on ``images`` protected 32-px images, for each memory layout, chunk size and thread count,
-    measured interleaved so that every variant sees the same machine load."""
+    """Seconds per min-min round (defaults: 10 surrogate batches, 20 PGD steps) on ``images``
+    protected 32-px images, for each memory layout, chunk size and thread count with the
+    attacker's flips, shifts and zooms, and with the ``--robust`` degradations on top (the
+    default since 2026-12-01), measured interleaved so that every variant sees the same load."""
     generator = torch.Generator().manual_seed(0)
     protected = torch.rand(images, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 2, (images,), generator=generator)
     others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
     other_labels = torch.arange(2, 10).repeat_interleave(100)
+    augments = {
+        "flips-shifts-zooms": AugmentSettings(),
+        "robust": ProtectConfig().augment_settings(),
+    }
     variants = [
-        (layout, chunk, threads)
+        (layout, chunk, threads, augment)
         for threads in (1, 2)
-        for layout, chunk in (("nchw", 256), ("channels_last", 128))
+        for layout, chunk, augment in (
+            ("nchw", 256, "flips-shifts-zooms"),
+            ("channels_last", 128, "flips-shifts-zooms"),
+            ("channels_last", 128, "robust"),
+        )
     ]
     seconds: dict[tuple, list[float]] = {variant: [] for variant in variants}
     for _ in range(repeats):
-        for layout, chunk, threads in variants:
+        for layout, chunk, threads, augment in variants:
             torch.set_num_threads(threads)
             settings = MinMinSettings(
                 max_rounds=1,
                 min_rounds=1,
-                augment=AugmentSettings(),
+                augment=augments[augment],
                 chunk=chunk,
                 channels_last=layout == "channels_last",
             )
@@ -92,21 +102,22 @@ def loop_rows(images: int, repeats: int) -> list[dict]:
             ErrorMinimizingNoise(model, settings).generate(
                 protected, labels, others, other_labels, torch.Generator().manual_seed(0)
             )
-            seconds[(layout, chunk, threads)].append(time.perf_counter() - started)
-    baseline = {t: statistics.median(seconds[("nchw", 256, t)]) for t in (1, 2)}
+            seconds[(layout, chunk, threads, augment)].append(time.perf_counter() - started)
+    medians = {variant: statistics.median(values) for variant, values in seconds.items()}
     return [
         {
             "layout": layout,
             "chunk": chunk,
             "threads": threads,
+            "augment": augment,
             "images": images,
-            "round_seconds_median": round(statistics.median(values), 3),
+            "round_seconds_median": round(median, 3),
             "speedup_vs_nchw256_same_threads": round(
-                baseline[threads] / statistics.median(values), 2
+                medians[("nchw", 256, threads, "flips-shifts-zooms")] / median, 2
             ),
             "load_average": round(os.getloadavg()[0], 2),
         }
-        for (layout, chunk, threads), values in seconds.items()
+        for (layout, chunk, threads, augment), median in medians.items()
     ]
 
 
@@ -328,11 +339,12 @@ def write_markdown(results: dict, path: Path) -> None:
             f"{loop['date']}, {loop['machine']}, load average {loop['load_average_at_start']}; "
             f"`{loop['command']}`; medians of interleaved repeats.",
             "",
-            "| layout | chunk | threads | s / round | speed-up vs NCHW-256 |",
-            "| --- | --- | --- | --- | --- |",
+            "| layout | chunk | threads | optimised through | s / round | speed-up vs NCHW-256 |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {r['layout']} | {r['chunk']} | {r['threads']} | {r['round_seconds_median']} "
+            f"| {r['layout']} | {r['chunk']} | {r['threads']} "
+            f"| {r.get('augment', 'flips-shifts-zooms')} | {r['round_seconds_median']} "
             f"| {r['speedup_vs_nchw256_same_threads']} |"
             for r in loop["rows"]
         ]

@@ -266,8 +266,8 @@ def protect(
         bool,
         typer.Option(
             help="Also optimise through JPEG re-encoding, downscaling, colour jitter and "
-            "grayscale, as uploads and scrapers apply them (measured stronger, about 6% slower; "
-            "see README).",
+            "grayscale, as uploads and scrapers apply them (measured stronger; a round takes "
+            "1.2-1.35x as long; see README).",
             rich_help_panel=OPTIMISATION,
         ),
     ] = True,
