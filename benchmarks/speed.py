@@ -63,16 +63,21 @@ def cached_row(key: str, compute) -> dict:
 # --- the hot loop -----------------------------------------------------------------------------
 
 
+def round_inputs(images: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random 32-px stand-ins: ``images`` protected in 2 classes, 8 clean classes of 100."""
+    generator = torch.Generator().manual_seed(0)
+    protected = torch.rand(images, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 2, (images,), generator=generator)
+    others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
+    return protected, labels, others, torch.arange(2, 10).repeat_interleave(100)
+
+
 def loop_rows(images: int, repeats: int) -> list[dict]:
     """Seconds per min-min round (defaults: 10 surrogate batches, 20 PGD steps) on ``images``
     protected 32-px images, for each memory layout, chunk size and thread count with the
     attacker's flips, shifts and zooms, and with the ``--robust`` degradations on top (the
     default since 2026-12-01), measured interleaved so that every variant sees the same load."""
-    generator = torch.Generator().manual_seed(0)
-    protected = torch.rand(images, 3, 32, 32, generator=generator)
-    labels = torch.randint(0, 2, (images,), generator=generator)
-    others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
-    other_labels = torch.arange(2, 10).repeat_interleave(100)
+    protected, labels, others, other_labels = round_inputs(images)
     augments = {
         "flips-shifts-zooms": AugmentSettings(),
         "robust": ProtectConfig().augment_settings(),
@@ -125,11 +130,7 @@ def gpu_rows(images: int, repeats: int, device: torch.device) -> list[dict]:
     """Seconds per min-min round on ``device`` in float32 and in the bf16 mixed precision that
     ``MinMinSettings.for_device`` picks on a GPU, at the CPU's chunk (128) and the GPU's (1,024),
     interleaved; and what it means for photos a minute at the default 20 rounds."""
-    generator = torch.Generator().manual_seed(0)
-    protected = torch.rand(images, 3, 32, 32, generator=generator)
-    labels = torch.randint(0, 2, (images,), generator=generator)
-    others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
-    other_labels = torch.arange(2, 10).repeat_interleave(100)
+    protected, labels, others, other_labels = round_inputs(images)
     rounds = ProtectConfig().rounds
     variants = [(precision, chunk) for precision in ("float32", "bf16") for chunk in (128, 1024)]
     seconds: dict[tuple, list[float]] = {variant: [] for variant in variants}
