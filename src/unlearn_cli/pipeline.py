@@ -220,7 +220,7 @@ def _protect(
     checkpoint = _Checkpoint(output_root / WORK_FOLDER / CHECKPOINT_NAME)
     optimised = checkpoint.photos_to_optimise(plan, todo)
     class_names = sorted({item.photo.class_name for item in optimised})
-    prepared = _prepare_photos(optimised, class_names, config, failures, emit, debug)
+    prepared = _prepare_photos(optimised, class_names, config, device, failures, emit, debug)
     if not any(item.write for item in prepared):
         return manifest.save(final=True)
 
@@ -270,7 +270,7 @@ def _optimise(
         emit(Notice(f"surrogate class {name} left out: {reason}"))
     emit(PhaseStarted("loading surrogate images"))
     surrogate_pixels, surrogate_labels = surrogates.surrogate_images(
-        chosen_surrogate, config.resolution, config.max_per_class, _surrogate_finder(config)
+        chosen_surrogate, config.resolution, config.max_per_class, _surrogate_finder(config, device)
     )
     matching, prepared = _match(
         prepared,
@@ -534,16 +534,19 @@ def _prepare_photos(
     todo: list[PlannedPhoto],
     class_names: list[str],
     config: ProtectConfig,
+    device: torch.device,
     failures: list[dict],
     emit: Callable[[Event], None],
     debug: bool,
 ) -> list[_Prepared]:
+    """Decode each photo and cut its crops; faces are found on ``device`` (MTCNN runs on GPUs
+    too)."""
     emit(
         PhaseStarted(
             "reading photos" if config.faces is FaceMode.OFF else "finding faces", len(todo)
         )
     )
-    finder = RegionFinder(config.faces, config.min_face_size, config.face_confidence)
+    finder = RegionFinder(config.faces, config.min_face_size, config.face_confidence, device)
     face_model = config.embedder is Embedder.FACE or (
         config.embedder is Embedder.AUTO and facenet_available()
     )  # then matching may embed with the face model: cut its crops now, not decode again
@@ -617,7 +620,7 @@ def _match(
         embedder = FaceEmbedder(device)
         source = embedder.source
         own_features = embedder.embed(torch.cat([item.face_model_crops for item in prepared]))
-        finder = _surrogate_finder(config)
+        finder = _surrogate_finder(config, device)
         key = cache_key(
             "face-embeddings",
             source,
@@ -702,11 +705,11 @@ def _surrogate_fingerprint(surrogate: Surrogate, config: ProtectConfig) -> str:
     )
 
 
-def _surrogate_finder(config: ProtectConfig) -> RegionFinder | None:
+def _surrogate_finder(config: ProtectConfig, device: torch.device) -> RegionFinder | None:
     """Face surrogates go through the same detection and alignment as the user's photos."""
     if config.faces is FaceMode.OFF:
         return None
-    return RegionFinder(FaceMode.AUTO, config.min_face_size, config.face_confidence)
+    return RegionFinder(FaceMode.AUTO, config.min_face_size, config.face_confidence, device)
 
 
 def _warm_model(
@@ -725,7 +728,7 @@ def _warm_model(
         config.warmup_epochs,
         config.seed,
         config.resolution,
-        _surrogate_finder(config) and (config.min_face_size, config.face_confidence),
+        _surrogate_finder(config, device) and (config.min_face_size, config.face_confidence),
         [c.name for c in surrogate.classes],
         _surrogate_fingerprint(surrogate, config),
     )
