@@ -6,6 +6,7 @@
                                                 # full-size photos: wall, CPU, peak RSS, photos/min
     python benchmarks/speed.py --part many      # 1,000 full-size photos: peak memory
     python benchmarks/speed.py --part gpu       # min-min round on a GPU: float32 vs bf16 x chunk
+    python benchmarks/speed.py --part detect --device cuda   # finding faces: CPU vs a GPU
 
 Every `protect` row runs the real command in a child process (so its peak RSS is its own) with
 the default settings against a surrogate folder of seven face identities. Rows are cached in
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from PIL import Image
 from unlearn_cli.config import ProtectConfig
 from unlearn_cli.engine import ErrorMinimizingNoise, MinMinSettings, create_model
 from unlearn_cli.engine.augment import AugmentSettings
+from unlearn_cli.images import load_photo
+from unlearn_cli.pipeline import resolve_device
 
 ROOT = Path(__file__).resolve().parent
 # ../shared/data beside the checkout; elsewhere (a GPU machine) a copy named by UNLEARN_BENCH_DATA
@@ -47,7 +51,8 @@ DEFAULTS_KEY = ProtectConfig().output_key[:8]  # rows are measured again when th
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def cached_row(key: str, compute) -> dict:
@@ -171,6 +176,40 @@ def gpu_rows(images: int, repeats: int, device: torch.device) -> list[dict]:
     ]
 
 
+def detect_rows(device: torch.device, photos: int, megapixels: float, repeats: int) -> list[dict]:
+    """Seconds per full-size photo to find its faces (MTCNN on the copy downscaled to 1,024 px
+    that `protect` searches), on the CPU and on ``device``, interleaved after a warm-up."""
+    from unlearn_cli.detection import FaceDetector
+
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = full_size_inputs(Path(temporary), photos, megapixels)
+        images = [load_photo(path).rgb for path in sorted(folder.iterdir())]
+    detectors = {"cpu": FaceDetector(device=torch.device("cpu"))}
+    if device.type != "cpu":
+        detectors[str(device)] = FaceDetector(device=device)
+    seconds: dict[str, list[float]] = {name: [] for name in detectors}
+    faces: dict[str, int] = {}
+    for repeat in range(repeats + 1):  # the first pass warms up and is not counted
+        for name, detector in detectors.items():
+            started = time.perf_counter()
+            faces[name] = sum(len(detector.detect(rgb)) for rgb in images)
+            if repeat:
+                seconds[name].append((time.perf_counter() - started) / len(images))
+    cpu = statistics.median(seconds["cpu"])
+    return [
+        {
+            "detector_device": name,
+            "photos": len(images),
+            "megapixels": megapixels,
+            "faces_found": faces[name],
+            "seconds_per_photo_median": round(statistics.median(values), 4),
+            "speedup_vs_cpu": round(cpu / statistics.median(values), 2),
+            "threads": torch.get_num_threads(),
+        }
+        for name, values in seconds.items()
+    ]
+
+
 # --- unlearn protect at scale -------------------------------------------------------------------
 
 
@@ -212,7 +251,9 @@ def full_size_inputs(work: Path, count: int, megapixels: float) -> Path:
     return folder
 
 
-def run_protect(folder: Path, surrogate: Path, cache: Path, threads: int | None) -> dict:
+def run_protect(
+    folder: Path, surrogate: Path, cache: Path, threads: int | None, device: str
+) -> dict:
     """`unlearn protect` in a child process: wall and CPU seconds, its peak RSS."""
     command = [
         sys.executable,
@@ -224,6 +265,8 @@ def run_protect(folder: Path, surrogate: Path, cache: Path, threads: int | None)
         str(surrogate),
         "--json",
         "--quiet",
+        "--device",
+        device,
     ]
     if threads is not None:
         command += ["--threads", str(threads)]
@@ -259,15 +302,24 @@ def run_protect(folder: Path, surrogate: Path, cache: Path, threads: int | None)
 
 
 def scaling_rows(
-    counts: list[int], megapixels: float, threads: int | None, warm_too: bool = True
+    counts: dict[str, list[int]],
+    megapixels: float,
+    threads: int | None,
+    device: str,
+    on_row: Callable[[list[dict]], None],
+    warm_too: bool = True,
 ) -> list[dict]:
-    rows = []
+    """`unlearn protect` on ``counts[kind]`` photos of each kind ("crops", "photos"), cold and
+    (with ``warm_too``) again warm; ``on_row`` gets the rows so far after each one, so that an
+    interrupted run keeps what it measured."""
+    rows: list[dict] = []
+    on_gpu = "" if resolve_device(device).type == "cpu" else f"-{resolve_device(device).type}"
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         surrogate = surrogate_folder(work)
         cache = work / "cache"
-        for kind in ("crops", "photos"):
-            for count in counts:
+        for kind, kind_counts in counts.items():
+            for count in kind_counts:
 
                 def compute(kind: str = kind, count: int = count) -> dict:
                     folder = (
@@ -275,29 +327,43 @@ def scaling_rows(
                         if kind == "crops"
                         else full_size_inputs(work, count, megapixels)
                     )
-                    runs = {"cold": run_protect(folder, surrogate, cache, threads)}
+                    runs = {"cold": run_protect(folder, surrogate, cache, threads, device)}
                     if warm_too:  # again, with the surrogate's tensors and warm-up cached
                         shutil.rmtree(folder.with_name(folder.name + "-protected"))
-                        runs["warm"] = run_protect(folder, surrogate, cache, threads)
+                        runs["warm"] = run_protect(folder, surrogate, cache, threads, device)
                     shutil.rmtree(folder.with_name(folder.name + "-protected"))
                     shutil.rmtree(folder)
                     return runs
 
-                key = f"{kind}-{count}-{megapixels}-{threads}-{DEFAULTS_KEY}"
+                key = f"{kind}-{count}-{megapixels}-{threads}-{DEFAULTS_KEY}{on_gpu}"
                 row = {"kind": kind, "count": count, **cached_row(key, compute)}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                on_row(rows)
                 shutil.rmtree(cache, ignore_errors=True)  # every row starts cold
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["loop", "scaling", "many", "gpu"], required=True)
-    parser.add_argument("--device", default="cuda", help="--part gpu: the device to measure")
+    parser.add_argument(
+        "--part", choices=["loop", "scaling", "many", "gpu", "detect"], required=True
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="gpu, detect: the device to measure (default cuda); scaling, many: protect --device "
+        "(default auto); rows measured on a GPU go to sections of their own",
+    )
     parser.add_argument("--images", type=int, default=1000, help="--part gpu: protected images")
     parser.add_argument("--threads", type=int, default=None, help="protect --threads")
     parser.add_argument("--megapixels", type=float, default=3.0, help="full-size photo size")
+    parser.add_argument(
+        "--crop-counts", default="10,50,200", help="--part scaling: face crops per row"
+    )
+    parser.add_argument(
+        "--photo-counts", default="10,50,200", help="--part scaling: full-size photos per row"
+    )
     args = parser.parse_args()
     results_path = RESULTS / "speed.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -309,25 +375,50 @@ def main() -> None:
     }
     defaults = {"protect_defaults_key": DEFAULTS_KEY, "protect_defaults": ProtectConfig().as_dict()}
     if args.part == "loop":
-        results["loop"] = {**stamp, "rows": loop_rows(images=1000, repeats=3)}
-        for row in results["loop"]["rows"]:
-            print(json.dumps(row))
+        rows = loop_rows(images=1000, repeats=3)
+        results["loop"] = {**stamp, "rows": rows}
     elif args.part == "gpu":
-        results["gpu"] = {
-            **stamp,
-            "rows": gpu_rows(args.images, repeats=3, device=torch.device(args.device)),
-        }
-        for row in results["gpu"]["rows"]:
-            print(json.dumps(row))
-    elif args.part == "scaling":
-        rows = scaling_rows([10, 50, 200], args.megapixels, args.threads)
-        results["scaling"] = {**stamp, **defaults, "megapixels": args.megapixels, "rows": rows}
+        rows = gpu_rows(args.images, repeats=3, device=torch.device(args.device or "cuda"))
+        results["gpu"] = {**stamp, "rows": rows}
+    elif args.part == "detect":
+        device = torch.device(args.device or "cuda")
+        rows = detect_rows(device, photos=20, megapixels=args.megapixels, repeats=3)
+        results["detect"] = {**stamp, "rows": rows}
     else:
-        rows = scaling_rows([1000], args.megapixels, args.threads, warm_too=False)
-        results["many"] = {**stamp, **defaults, "megapixels": args.megapixels, "rows": rows}
-    results_path.write_text(json.dumps(results, indent=2))
-    write_markdown(results, RESULTS / "speed.md")
+        protect_device = args.device or "auto"
+        section = args.part + ("" if resolve_device(protect_device).type == "cpu" else "-gpu")
+        counts = (
+            {"crops": as_counts(args.crop_counts), "photos": as_counts(args.photo_counts)}
+            if args.part == "scaling"
+            else {"crops": [1000], "photos": [1000]}
+        )
+
+        def save(rows_so_far: list[dict]) -> None:
+            results[section] = {
+                **stamp,
+                **defaults,
+                "megapixels": args.megapixels,
+                "rows": rows_so_far,
+            }
+            save_results(results, results_path)
+
+        rows = scaling_rows(
+            counts, args.megapixels, args.threads, protect_device, save, args.part == "scaling"
+        )  # each row printed as it comes
+    if args.part in ("loop", "gpu", "detect"):
+        for row in rows:
+            print(json.dumps(row))
+    save_results(results, results_path)
     print(f"wrote {results_path} and speed.md")
+
+
+def as_counts(text: str) -> list[int]:
+    return [int(count) for count in text.split(",") if count]
+
+
+def save_results(results: dict, path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2))
+    write_markdown(results, path.with_name("speed.md"))
 
 
 def write_markdown(results: dict, path: Path) -> None:
@@ -369,7 +460,24 @@ def write_markdown(results: dict, path: Path) -> None:
             for r in gpu["rows"]
         ]
         lines.append("")
-    for part in ("scaling", "many"):
+    if "detect" in results:
+        detect = results["detect"]
+        lines += [
+            "## Finding faces in full-size photos",
+            "",
+            f"{detect['date']}, {detect['machine']}; `{detect['command']}`; MTCNN on the copy"
+            " downscaled to 1,024 px that `protect` searches; medians of interleaved repeats.",
+            "",
+            "| detector on | photos | MP | faces found | s / photo | speed-up vs CPU | threads |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['detector_device']} | {r['photos']} | {r['megapixels']} | {r['faces_found']} "
+            f"| {r['seconds_per_photo_median']} | {r['speedup_vs_cpu']} | {r['threads']} |"
+            for r in detect["rows"]
+        ]
+        lines.append("")
+    for part in ("scaling", "many", "scaling-gpu", "many-gpu"):
         if part not in results:
             continue
         block = results[part]
