@@ -124,6 +124,25 @@ def test_xmp_and_thumbnail_never_leak_under_the_default_policy() -> None:
     assert exif.get_ifd(ExifTags.IFD.GPSInfo)  # the source's EXIF object is left as it was
 
 
+def test_the_source_exif_is_never_asked_for_its_thumbnail_ifd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Pillow 11-12, get_ifd(IFD1) keeps an empty IFD1 that tobytes() then cannot write: every
+    photo with EXIF failed there. So the thumbnail is looked for in a copy of the source's EXIF."""
+    exif = _camera_exif()
+    asked = []
+    get_ifd = Image.Exif.get_ifd
+
+    def recording(self: Image.Exif, tag: int) -> dict:
+        asked.append((self is exif, tag))
+        return get_ifd(self, tag)
+
+    monkeypatch.setattr(Image.Exif, "get_ifd", recording)
+    for policy in MetadataPolicy:
+        clean_metadata(exif, None, policy)
+    assert (False, ExifTags.IFD.IFD1) in asked and (True, ExifTags.IFD.IFD1) not in asked
+
+
 @pytest.mark.integration
 def test_real_gps_photos_lose_their_location(shared_data: Path, tmp_path: Path) -> None:
     from unlearn_cli.images import load_photo

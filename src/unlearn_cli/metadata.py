@@ -9,6 +9,7 @@ upright, so the Orientation tag is always set to 1.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -60,7 +61,9 @@ def clean_metadata(
     if not has_exif:
         kept_exif = None
     else:
-        if exif.get_ifd(ExifTags.IFD.IFD1):
+        # looked for in a copy: on Pillow 11-12, get_ifd(IFD1) leaves an IFD1 entry behind
+        # (empty when there is no thumbnail) that tobytes() then fails to write
+        if copy.deepcopy(exif).get_ifd(ExifTags.IFD.IFD1):
             removed.append("EXIF thumbnail (an unprotected copy of the photo)")
         cleaned = Image.Exif()
         cleaned.load(exif.tobytes())  # a copy; tobytes() never writes the thumbnail (IFD1)
