@@ -168,15 +168,14 @@ def test_mixed_precision_runs_the_model_in_bf16_and_keeps_float32_noise_in_budge
     assert noisy < clean
 
 
-def test_settings_for_a_gpu_turn_on_mixed_precision_and_larger_chunks(monkeypatch) -> None:
+def test_settings_for_a_gpu_take_larger_chunks_and_keep_their_precision() -> None:
     settings_ = MinMinSettings()
     assert settings_.for_device(torch.device("cpu")) is settings_
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     on_gpu = settings_.for_device(torch.device("cuda"))
-    assert on_gpu.mixed_precision and on_gpu.chunk == 1024
-    assert dataclasses.replace(on_gpu, mixed_precision=False, chunk=128) == settings_
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert settings_.for_device(torch.device("cuda")) is settings_
+    assert on_gpu.chunk == 1024 and not on_gpu.mixed_precision
+    assert dataclasses.replace(on_gpu, chunk=128) == settings_
+    bf16 = dataclasses.replace(settings_, mixed_precision=True)
+    assert bf16.for_device(torch.device("cuda")).mixed_precision
 
 
 def test_stop_rule_waits_for_min_rounds() -> None:

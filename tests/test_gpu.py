@@ -5,6 +5,7 @@ These skip on machines without CUDA (CI has none); run them where there is one w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,14 +32,13 @@ def cuda() -> torch.device:
     return torch.device("cuda")
 
 
-def test_minmin_on_the_gpu_runs_mixed_precision_keeps_the_budget_and_lowers_the_loss(
+def test_minmin_on_the_gpu_in_mixed_precision_keeps_the_budget_and_lowers_the_loss(
     cuda: torch.device,
 ) -> None:
     own, _ = _separable(6, 1, seed=1)
     own_labels = torch.tensor([0, 0, 0, 1, 1, 1])
     others, other_labels = _separable(6, 3, seed=2)
-    settings = SMALL_RUN.for_device(cuda)
-    assert settings.mixed_precision == torch.cuda.is_bf16_supported()
+    settings = dataclasses.replace(SMALL_RUN.for_device(cuda), mixed_precision=True)
     model = create_model("resnet_small", 5, seed=0).to(cuda)
     noise = (
         ErrorMinimizingNoise(model, settings)
@@ -81,7 +81,7 @@ def test_protect_on_the_gpu_keeps_the_budget_and_says_so(
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["optimisation"]["device"] == "cuda"
-    assert manifest["optimisation"]["mixed_precision"] == torch.cuda.is_bf16_supported()
+    assert manifest["optimisation"]["mixed_precision"] is False  # measured no faster
     assert manifest["totals"]["protected"] == 4
     _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), 8)
 

@@ -36,7 +36,6 @@ from .engine import (
     train,
 )
 from .engine.minmin import MinMinCheckpoint
-from .engine.training import mixed_precision_pays
 from .errors import ImageError, OutputError, SetupError
 from .faces import FACENET_INPUT, FaceEmbedder, facenet_available
 from .images import load_photo, sha256_file, write_png_atomic
@@ -739,9 +738,7 @@ def _warm_model(
             model,
             images,
             labels,
-            TrainSettings(
-                epochs=config.warmup_epochs, mixed_precision=mixed_precision_pays(device)
-            ),
+            TrainSettings(epochs=config.warmup_epochs),
             torch.Generator().manual_seed(config.seed),
             on_epoch=lambda _epoch, _loss: emit(PhaseAdvanced()),
         )

@@ -35,13 +35,6 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def mixed_precision_pays(device: torch.device) -> bool:
-    """bf16 autocast is used on CUDA GPUs with bf16 tensor cores (Ampere and later); on CPUs it
-    is slower than float32 for these small models, and older GPUs would need float16's loss
-    scaling."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
 def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
     return torch.optim.SGD(
         model.parameters(),
