@@ -5,7 +5,7 @@
 #     benchmarks/gpu.sh [OUTPUT_DIR]
 #
 # 1. the GPU tests (tests/test_gpu.py: mixed precision, face detection, the whole command);
-# 2. speed.py --part gpu: one min-min round, float32 vs bf16 x chunk;
+# 2. speed.py --part gpu: one min-min round, float32 vs bf16 x chunk, at 32 and 128 px;
 # 3. speed.py --part detect: finding faces in full-size photos, CPU vs GPU;
 # 4. speed.py --part scaling on the GPU: 200 and all (709) face crops, 50 full-size photos.
 # Steps 3-4 and the face tests read ../shared/data (or UNLEARN_BENCH_DATA for speed.py). Each
@@ -30,8 +30,8 @@ step() {  # step SECONDS NAME COMMAND...: run it under a time limit, its output 
 step 30 environment bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version \
     --format=csv; nproc; python3 -c "import torch; print(torch.__version__, torch.version.cuda,
     torch.cuda.get_device_name(), torch.cuda.is_bf16_supported())"'
-step 120 gpu-tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
-step 100 min-min-round python3 benchmarks/speed.py --part gpu
+step 90 gpu-tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+step 150 min-min-round python3 benchmarks/speed.py --part gpu --resolutions 32,128
 step 60 face-detection python3 benchmarks/speed.py --part detect --device cuda
 step 240 protect-scaling python3 benchmarks/speed.py --part scaling --device cuda \
     --crop-counts 200,1000 --photo-counts 50

@@ -6,6 +6,7 @@
                                                 # full-size photos: wall, CPU, peak RSS, photos/min
     python benchmarks/speed.py --part many      # 1,000 full-size photos: peak memory
     python benchmarks/speed.py --part gpu       # min-min round on a GPU: float32 vs bf16 x chunk
+                                                # (--resolutions 32,128: at each surrogate size)
     python benchmarks/speed.py --part detect --device cuda   # finding faces: CPU vs a GPU
 
 Every `protect` row runs the real command in a child process (so its peak RSS is its own) with
@@ -68,12 +69,15 @@ def cached_row(key: str, compute) -> dict:
 # --- the hot loop -----------------------------------------------------------------------------
 
 
-def round_inputs(images: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random 32-px stand-ins: ``images`` protected in 2 classes, 8 clean classes of 100."""
+def round_inputs(
+    images: int, size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random stand-ins of ``size`` px: ``images`` protected in 2 classes, 8 clean classes of
+    100."""
     generator = torch.Generator().manual_seed(0)
-    protected = torch.rand(images, 3, 32, 32, generator=generator)
+    protected = torch.rand(images, 3, size, size, generator=generator)
     labels = torch.randint(0, 2, (images,), generator=generator)
-    others = torch.rand(8 * 100, 3, 32, 32, generator=generator)
+    others = torch.rand(8 * 100, 3, size, size, generator=generator)
     return protected, labels, others, torch.arange(2, 10).repeat_interleave(100)
 
 
@@ -131,16 +135,21 @@ def loop_rows(images: int, repeats: int) -> list[dict]:
     ]
 
 
-def gpu_rows(images: int, repeats: int, device: torch.device) -> list[dict]:
-    """Seconds per min-min round on ``device`` in float32 and in the bf16 mixed precision that
-    ``MinMinSettings.for_device`` picks on a GPU, at the CPU's chunk (128) and the GPU's (1,024),
-    interleaved; and what it means for photos a minute at the default 20 rounds."""
-    protected, labels, others, other_labels = round_inputs(images)
+def gpu_rows(images: int, resolutions: list[int], repeats: int, device: torch.device) -> list[dict]:
+    """Seconds per min-min round on ``device`` in float32 and in bf16 mixed precision, at the
+    CPU's chunk (128) and the GPU's (1,024), interleaved, for each surrogate resolution; and
+    what it means for photos a minute at the default 20 rounds."""
     rounds = ProtectConfig().rounds
-    variants = [(precision, chunk) for precision in ("float32", "bf16") for chunk in (128, 1024)]
+    variants = [
+        (resolution, precision, chunk)
+        for resolution in resolutions
+        for precision in ("float32", "bf16")
+        for chunk in (128, 1024)
+    ]
+    inputs = {resolution: round_inputs(images, resolution) for resolution in resolutions}
     seconds: dict[tuple, list[float]] = {variant: [] for variant in variants}
     for repeat in range(repeats + 1):  # the first pass warms up kernels and is not counted
-        for precision, chunk in variants:
+        for resolution, precision, chunk in variants:
             settings = MinMinSettings(
                 max_rounds=1,
                 min_rounds=1,
@@ -153,26 +162,25 @@ def gpu_rows(images: int, repeats: int, device: torch.device) -> list[dict]:
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
             ErrorMinimizingNoise(model, settings).generate(
-                protected, labels, others, other_labels, torch.Generator().manual_seed(0)
+                *inputs[resolution], torch.Generator().manual_seed(0)
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if repeat:
-                seconds[(precision, chunk)].append(time.perf_counter() - started)
-    baseline = statistics.median(seconds[("float32", 128)])
+                seconds[(resolution, precision, chunk)].append(time.perf_counter() - started)
+    medians = {variant: statistics.median(values) for variant, values in seconds.items()}
     return [
         {
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "resolution": resolution,
             "precision": precision,
             "chunk": chunk,
             "images": images,
-            "round_seconds_median": round(statistics.median(values), 3),
-            "speedup_vs_float32_128": round(baseline / statistics.median(values), 2),
-            "optimisation_photos_per_minute": round(
-                images * 60 / (rounds * statistics.median(values))
-            ),
+            "round_seconds_median": round(median, 3),
+            "speedup_vs_float32_128": round(medians[(resolution, "float32", 128)] / median, 2),
+            "optimisation_photos_per_minute": round(images * 60 / (rounds * median)),
         }
-        for (precision, chunk), values in seconds.items()
+        for (resolution, precision, chunk), median in medians.items()
     ]
 
 
@@ -356,6 +364,9 @@ def main() -> None:
         "(default auto); rows measured on a GPU go to sections of their own",
     )
     parser.add_argument("--images", type=int, default=1000, help="--part gpu: protected images")
+    parser.add_argument(
+        "--resolutions", default="32", help="--part gpu: surrogate resolutions, comma-separated"
+    )
     parser.add_argument("--threads", type=int, default=None, help="protect --threads")
     parser.add_argument("--megapixels", type=float, default=3.0, help="full-size photo size")
     parser.add_argument(
@@ -378,7 +389,8 @@ def main() -> None:
         rows = loop_rows(images=1000, repeats=3)
         results["loop"] = {**stamp, "rows": rows}
     elif args.part == "gpu":
-        rows = gpu_rows(args.images, repeats=3, device=torch.device(args.device or "cuda"))
+        resolutions = as_counts(args.resolutions)
+        rows = gpu_rows(args.images, resolutions, 3, torch.device(args.device or "cuda"))
         results["gpu"] = {**stamp, "rows": rows}
     elif args.part == "detect":
         device = torch.device(args.device or "cuda")
@@ -444,18 +456,18 @@ def write_markdown(results: dict, path: Path) -> None:
     if "gpu" in results:
         gpu = results["gpu"]
         lines += [
-            f"## Min-min round on {gpu['rows'][0]['device']}, {gpu['rows'][0]['images']} images"
-            " at 32 px",
+            f"## Min-min round on {gpu['rows'][0]['device']}, {gpu['rows'][0]['images']} images",
             "",
             f"{gpu['date']}, {gpu['machine']}; `{gpu['command']}`; medians of interleaved"
             " repeats after one warm-up pass; photos a minute of the optimisation alone at the"
             " default 20 rounds.",
             "",
-            "| precision | chunk | s / round | speed-up vs float32-128 | photos/min |",
-            "| --- | --- | --- | --- | --- |",
+            "| px | precision | chunk | s / round | speed-up vs float32-128 | photos/min |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {r['precision']} | {r['chunk']} | {r['round_seconds_median']} "
+            f"| {r.get('resolution', 32)} | {r['precision']} | {r['chunk']} "
+            f"| {r['round_seconds_median']} "
             f"| {r['speedup_vs_float32_128']} | {r['optimisation_photos_per_minute']} |"
             for r in gpu["rows"]
         ]
