@@ -21,6 +21,36 @@ def test_identical_images_have_infinite_psnr_and_unit_ssim() -> None:
     assert budget_dict(budget)["psnr"] is None
 
 
+@pytest.mark.parametrize(
+    ("shape", "changed_box"),
+    [
+        ((300, 200), (np.s_[100:140], np.s_[60:90])),  # a face in a photo
+        ((300, 200), (np.s_[0:2], np.s_[197:200])),  # a corner
+        ((9, 300), (np.s_[4:5], np.s_[150:151])),  # one pixel of a thin image
+        ((260, 40), (np.s_[120:140], np.s_[0:40])),  # a band across a strip boundary
+    ],
+)
+def test_ssim_computed_only_where_pixels_changed_equals_the_whole_image_figure(
+    shape: tuple[int, int], changed_box: tuple[slice, slice], monkeypatch
+) -> None:
+    from skimage.metrics import structural_similarity
+
+    monkeypatch.setattr(report, "BUDGET_STRIP_ROWS", 128)
+    rng = np.random.default_rng(sum(shape))
+    original = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    protected = original.copy()
+    box = protected[changed_box]
+    protected[changed_box] = np.clip(box + rng.integers(-8, 9, box.shape), 0, 255)
+    whole = structural_similarity(
+        original.astype(np.float32),
+        protected.astype(np.float32),
+        channel_axis=2,
+        data_range=255,
+        win_size=7,
+    )
+    assert report.measure_budget(original, protected).ssim == pytest.approx(float(whole), abs=1e-6)
+
+
 def test_known_difference_is_measured_exactly() -> None:
     original = np.full((16, 16, 3), 100, dtype=np.uint8)
     changed = original.copy()

@@ -12,8 +12,9 @@ import json
 import os
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -96,6 +97,9 @@ WORK_FOLDER = ".unlearn-work"  # hidden: never taken for input; removed when a r
 CHECKPOINT_NAME = "checkpoint.pt"
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 MANIFEST_INTERVAL = 2.0  # seconds between manifest updates while photos are written
+# photos written at once, at most one per torch thread: decoding, PNG encoding and measuring
+# release the GIL, and each full-size photo in flight holds a few copies of itself
+WRITE_WORKERS = 4
 
 
 class Action(StrEnum):
@@ -324,34 +328,60 @@ def _write_photos(
     emit: Callable[[Event], None],
     debug: bool,
 ) -> None:
-    """Write every photo still to do; a full disk stops the run, any other error one photo."""
-    emit(PhaseStarted("writing protected photos", sum(item.write for item in prepared)))
-    try:
-        for item, photo_noise in zip(prepared, noise_per_photo, strict=True):
-            if not item.write:  # protected earlier; only part of a resumed optimisation
-                continue
-            try:
-                entry = _write_one(item, photo_noise, output_root, config)
-                manifest.add(entry)
-                for note in entry["notes"]:
-                    emit(PhotoNote(str(item.photo.path), note))
-            except OSError as error:
-                if error.errno in FATAL_WRITE_ERRORS:
-                    manifest.save(interrupted=True, best_effort=True)
-                    raise OutputError(
-                        f"cannot write to {output_root}: {error.strerror}; "
-                        f"{len(manifest.photos)} photo(s) are protected there: run the same "
-                        "command again to go on"
-                    ) from error
-                _record_failure(failures, emit, item.photo, _describe(error))
-            except Exception as error:  # one photo failing never stops the batch
-                if debug and not isinstance(error, ImageError | ValueError):
-                    raise
-                _record_failure(failures, emit, item.photo, _describe(error))
-            emit(PhaseAdvanced())
-    except KeyboardInterrupt:
-        manifest.save(interrupted=True)  # what is written stays listed in the manifest
-        raise
+    """Write every photo still to do, several at once (see WRITE_WORKERS) but recorded in order;
+    a full disk stops the run, any other error one photo."""
+    todo = [
+        (item, photo_noise)
+        for item, photo_noise in zip(prepared, noise_per_photo, strict=True)
+        if item.write  # not the photos protected earlier, only part of a resumed optimisation
+    ]
+    emit(PhaseStarted("writing protected photos", len(todo)))
+    workers = max(1, min(WRITE_WORKERS, torch.get_num_threads()))
+    with ThreadPoolExecutor(workers, thread_name_prefix="unlearn-write") as pool:
+        try:
+            for item, outcome in _submitted_in_order(pool, workers, todo, output_root, config):
+                try:
+                    entry = outcome.result()
+                    manifest.add(entry)
+                    for note in entry["notes"]:
+                        emit(PhotoNote(str(item.photo.path), note))
+                except OSError as error:
+                    if error.errno in FATAL_WRITE_ERRORS:
+                        pool.shutdown(cancel_futures=True)
+                        manifest.save(interrupted=True, best_effort=True)
+                        raise OutputError(
+                            f"cannot write to {output_root}: {error.strerror}; "
+                            f"{len(manifest.photos)} photo(s) are protected there: run the same "
+                            "command again to go on"
+                        ) from error
+                    _record_failure(failures, emit, item.photo, _describe(error))
+                except Exception as error:  # one photo failing never stops the batch
+                    if debug and not isinstance(error, ImageError | ValueError):
+                        pool.shutdown(cancel_futures=True)
+                        raise
+                    _record_failure(failures, emit, item.photo, _describe(error))
+                emit(PhaseAdvanced())
+        except KeyboardInterrupt:
+            pool.shutdown(cancel_futures=True)
+            manifest.save(interrupted=True)  # what is written stays listed in the manifest
+            raise
+
+
+def _submitted_in_order(
+    pool: ThreadPoolExecutor,
+    ahead: int,
+    todo: list[tuple[_Prepared, torch.Tensor]],
+    output_root: Path,
+    config: ProtectConfig,
+) -> Iterator[tuple[_Prepared, Future[dict]]]:
+    """Each photo with its pending write, in order, submitted at most ``ahead`` photos before
+    the one being recorded: full-size photos in flight stay few, whatever the batch."""
+    pending: deque[tuple[_Prepared, Future[dict]]] = deque()
+    for item, photo_noise in todo:
+        pending.append((item, pool.submit(_write_one, item, photo_noise, output_root, config)))
+        if len(pending) > ahead:
+            yield pending.popleft()
+    yield from pending
 
 
 def _describe(error: BaseException) -> str:

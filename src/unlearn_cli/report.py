@@ -47,47 +47,70 @@ BUDGET_STRIP_ROWS = 128  # memory stays bounded on very large photos
 
 
 def measure_budget(original: np.ndarray, protected: np.ndarray) -> Budget:
-    """Compare two HxWx3 uint8 images (the original upright and the decoded written file).
-
-    Works a strip of rows at a time. SSIM is skimage's (7x7 windows, mean over the valid
-    region): each strip is computed with the neighbouring rows its windows need and only its own
-    rows of the SSIM map are kept, so the figure equals the whole-image one."""
-    from skimage.metrics import structural_similarity
-
+    """Compare two HxWx3 uint8 images (the original upright and the decoded written file),
+    a strip of rows at a time so that memory stays bounded on very large photos."""
     if original.shape != protected.shape:
         raise ValueError(f"size changed: {original.shape} -> {protected.shape}")
     height, width = original.shape[:2]
-    window = min(7, height, width)
-    window -= 1 - window % 2  # odd, at most 7, at most the image side
-    pad = (window - 1) // 2
-    linf, abs_sum, square_sum, ssim_sum, ssim_count = 0, 0, 0, 0.0, 0
+    linf, abs_sum, square_sum = 0, 0, 0
+    changed_rows = np.zeros(height, dtype=bool)
+    changed_columns = np.zeros(width, dtype=bool)
     for top in range(0, height, BUDGET_STRIP_ROWS):
         bottom = min(top + BUDGET_STRIP_ROWS, height)
         difference = np.abs(original[top:bottom].astype(np.int32) - protected[top:bottom])
         linf = max(linf, int(difference.max()))
         abs_sum += int(difference.sum())
         square_sum += int(np.square(difference, dtype=np.int64).sum())
-        if window < 3:
-            continue
-        high = min(height, bottom + pad)
-        low = max(0, min(top - pad, high - window))  # a short last strip borrows rows above
+        changed = difference.any(axis=2)
+        changed_rows[top:bottom] = changed.any(axis=1)
+        changed_columns |= changed.any(axis=0)
+    count = original.size
+    psnr = math.inf if linf == 0 else 10 * math.log10(255**2 / (square_sum / count))
+    ssim = _ssim(original, protected, changed_rows, changed_columns)
+    return Budget(linf=linf, mean_abs=abs_sum / count, psnr=psnr, ssim=ssim)
+
+
+def _ssim(
+    original: np.ndarray,
+    protected: np.ndarray,
+    changed_rows: np.ndarray,
+    changed_columns: np.ndarray,
+) -> float:
+    """skimage's SSIM of the whole image (7x7 windows, mean over the valid region), computed
+    only over the box of windows that see a changed pixel: every other window compares identical
+    pixels and scores exactly 1. A face protected in a large photo costs the face's box, not the
+    photo. The box is worked in strips of rows, each with the neighbouring rows and columns its
+    windows need, keeping only its own part of the SSIM map: the figure equals the whole-image
+    one."""
+    from skimage.metrics import structural_similarity
+
+    height, width = original.shape[:2]
+    window = min(7, height, width)
+    window -= 1 - window % 2  # odd, at most 7, at most the image side
+    if window < 3 or not changed_rows.any():
+        return 1.0
+    pad = (window - 1) // 2
+    rows, columns = np.flatnonzero(changed_rows), np.flatnonzero(changed_columns)
+    # the map entries that can differ from 1, within the valid region
+    keep_top, keep_bottom = max(pad, rows[0] - pad), min(height - pad, rows[-1] + pad + 1)
+    keep_left, keep_right = max(pad, columns[0] - pad), min(width - pad, columns[-1] + pad + 1)
+    ssim_sum = 0.0
+    for top in range(keep_top, keep_bottom, BUDGET_STRIP_ROWS):
+        bottom = min(top + BUDGET_STRIP_ROWS, keep_bottom)
+        seen = np.s_[top - pad : bottom + pad, keep_left - pad : keep_right + pad]
         _, similarity = structural_similarity(  # float32: four times faster, same figure
-            original[low:high].astype(np.float32),
-            protected[low:high].astype(np.float32),
+            original[seen].astype(np.float32),
+            protected[seen].astype(np.float32),
             channel_axis=2,
             data_range=255,
             win_size=window,
             full=True,
         )
-        keep_from, keep_to = max(top, pad), min(bottom, height - pad)
-        if keep_to > keep_from:
-            valid = similarity[keep_from - low : keep_to - low, pad : width - pad]
-            ssim_sum += float(valid.sum(dtype=np.float64))
-            ssim_count += valid.size
-    count = original.size
-    psnr = math.inf if linf == 0 else 10 * math.log10(255**2 / (square_sum / count))
-    ssim = ssim_sum / ssim_count if ssim_count else 1.0
-    return Budget(linf=linf, mean_abs=abs_sum / count, psnr=psnr, ssim=ssim)
+        channels = similarity.shape[2]  # the map is per channel; the figure, their mean
+        ssim_sum += float(similarity[pad:-pad, pad:-pad].sum(dtype=np.float64)) / channels
+    valid = (height - 2 * pad) * (width - 2 * pad)
+    computed = (keep_bottom - keep_top) * (keep_right - keep_left)
+    return float(ssim_sum + (valid - computed)) / valid
 
 
 def budget_dict(budget: Budget) -> dict:
