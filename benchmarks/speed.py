@@ -260,9 +260,15 @@ def full_size_inputs(work: Path, count: int, megapixels: float) -> Path:
 
 
 def run_protect(
-    folder: Path, surrogate: Path, cache: Path, threads: int | None, device: str
+    folder: Path,
+    surrogate: Path,
+    cache: Path,
+    threads: int | None,
+    device: str,
+    source: Path | None = None,
 ) -> dict:
-    """`unlearn protect` in a child process: wall and CPU seconds, its peak RSS."""
+    """`unlearn protect` in a child process: wall and CPU seconds, its peak RSS. ``source``:
+    a checkout whose src/ is run instead of this one's."""
     command = [
         sys.executable,
         "-m",
@@ -284,7 +290,11 @@ def run_protect(
             command,
             stdout=stdout,
             stderr=stderr,
-            env={**os.environ, "UNLEARN_CACHE_DIR": str(cache)},
+            env={
+                **os.environ,
+                "UNLEARN_CACHE_DIR": str(cache),
+                **({"PYTHONPATH": str(source / "src")} if source else {}),
+            },
         )
         _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU time and peak RSS
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -352,10 +362,82 @@ def scaling_rows(
     return rows
 
 
+def side_by_side_rows(baseline: str, counts: dict[str, list[int]], repeats: int) -> list[dict]:
+    """Warm `unlearn protect` runs of the ``baseline`` revision and of this checkout on the same
+    photos, alternated so that both see the same machine; medians and the ratio."""
+    rows = []
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        checkout = work / "baseline"
+        subprocess.run(
+            ["git", "-C", str(ROOT.parent), "worktree", "add", "--detach", str(checkout), baseline],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            surrogate = surrogate_folder(work)
+            cache = work / "cache"
+            for kind, kind_counts in counts.items():
+                for count in kind_counts:
+                    folder = (
+                        crop_inputs(work, count)
+                        if kind == "crops"
+                        else full_size_inputs(work, count, 3.0)
+                    )
+                    output = folder.with_name(folder.name + "-protected")
+                    run_protect(folder, surrogate, cache, None, "auto")  # fills the cache
+                    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+                    for _ in range(repeats):
+                        for name, source in (("baseline", checkout), ("current", None)):
+                            shutil.rmtree(output)
+                            runs[name].append(
+                                run_protect(folder, surrogate, cache, None, "auto", source)
+                            )
+                    shutil.rmtree(output)
+                    shutil.rmtree(folder)
+
+                    medians = {
+                        name: {
+                            field: statistics.median(run[field] for run in name_runs)
+                            for field in ("wall_seconds", "optimisation_seconds")
+                        }
+                        for name, name_runs in runs.items()
+                    }
+                    row = {
+                        "kind": kind,
+                        "photos": runs["current"][0]["photos"],
+                        "baseline": baseline,
+                        **{
+                            f"{name}_{field}": value
+                            for name, figures in medians.items()
+                            for field, value in figures.items()
+                        },
+                        "speedup": round(
+                            medians["baseline"]["wall_seconds"]
+                            / medians["current"]["wall_seconds"],
+                            2,
+                        ),
+                        "runs": runs,
+                    }
+                    print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+                    rows.append(row)
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT.parent), "worktree", "remove", "--force", str(checkout)],
+                check=False,
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", choices=["loop", "scaling", "many", "gpu", "detect"], required=True
+        "--part",
+        choices=["loop", "scaling", "many", "gpu", "detect", "side-by-side"],
+        required=True,
+    )
+    parser.add_argument(
+        "--baseline", default="HEAD", help="--part side-by-side: the revision to compare with"
     )
     parser.add_argument(
         "--device",
@@ -396,6 +478,10 @@ def main() -> None:
         device = torch.device(args.device or "cuda")
         rows = detect_rows(device, photos=20, megapixels=args.megapixels, repeats=3)
         results["detect"] = {**stamp, "rows": rows}
+    elif args.part == "side-by-side":
+        counts = {"crops": as_counts(args.crop_counts), "photos": as_counts(args.photo_counts)}
+        rows = side_by_side_rows(args.baseline, counts, repeats=2)
+        results["side-by-side"] = {**stamp, **defaults, "rows": rows}
     else:
         protect_device = args.device or "auto"
         section = args.part + ("" if resolve_device(protect_device).type == "cpu" else "-gpu")
@@ -416,8 +502,8 @@ def main() -> None:
 
         rows = scaling_rows(
             counts, args.megapixels, args.threads, protect_device, save, args.part == "scaling"
-        )  # each row printed as it comes
-    if args.part in ("loop", "gpu", "detect"):
+        )
+    if args.part in ("loop", "gpu", "detect"):  # the others print each row as it comes
         for row in rows:
             print(json.dumps(row))
     save_results(results, results_path)
@@ -488,6 +574,26 @@ def write_markdown(results: dict, path: Path) -> None:
             f"| {r['seconds_per_photo_median']} | {r['speedup_vs_cpu']} | {r['threads']} |"
             for r in detect["rows"]
         ]
+        lines.append("")
+    if "side-by-side" in results:
+        block = results["side-by-side"]
+        lines += [
+            "## `unlearn protect` against an earlier revision, side by side",
+            "",
+            f"{block['date']}, {block['machine']}, load average {block['load_average_at_start']};"
+            f" `{block['command']}`; warm runs (the surrogate cached), the two revisions"
+            " alternated, medians.",
+            "",
+            "| input | photos | revision | wall s | optimisation s | speed-up |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in block["rows"]:
+            lines += [
+                f"| {r['kind']} | {r['photos']} | {r['baseline']} | {r['baseline_wall_seconds']} "
+                f"| {r['baseline_optimisation_seconds']:.1f} | 1.0 |",
+                f"| {r['kind']} | {r['photos']} | this checkout | {r['current_wall_seconds']} "
+                f"| {r['current_optimisation_seconds']:.1f} | {r['speedup']} |",
+            ]
         lines.append("")
     for part in ("scaling", "many", "scaling-gpu", "many-gpu"):
         if part not in results:
