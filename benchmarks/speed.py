@@ -35,10 +35,10 @@ import torch
 from PIL import Image
 
 from unlearn_cli.config import ProtectConfig
+from unlearn_cli.devices import resolve_device
 from unlearn_cli.engine import ErrorMinimizingNoise, MinMinSettings, create_model
 from unlearn_cli.engine.augment import AugmentSettings
 from unlearn_cli.images import load_photo
-from unlearn_cli.pipeline import resolve_device
 
 ROOT = Path(__file__).resolve().parent
 # ../shared/data beside the checkout; elsewhere (a GPU machine) a copy named by UNLEARN_BENCH_DATA

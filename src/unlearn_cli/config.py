@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from .cache import cache_key
+from .devices import device_problem
 from .engine.augment import AugmentSettings
 from .engine.degrade import DegradeSettings
 from .engine.minmin import MinMinSettings, NoiseForm
@@ -92,8 +93,8 @@ class ProtectConfig:
             )
         if self.match_k < 1 or self.match_random < 0 or self.max_per_class < 1:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            problems.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if device_problem(self.device):
+            problems.append(device_problem(self.device))
         if self.faces is FaceMode.OFF and (self.require_faces or self.main_face_only):
             problems.append("--require-faces and --main-face-only need face detection (--faces)")
         if self.min_face_size < 1 or not 0 < self.face_confidence < 1:

@@ -25,6 +25,7 @@ import torch
 from . import __version__, surrogates
 from .cache import cache_key, cached, file_fingerprint
 from .config import Embedder, ProtectConfig
+from .devices import resolve_device
 from .engine import (
     ErrorMinimizingNoise,
     MinMinResult,
@@ -134,16 +135,6 @@ class ProtectResult:
     manifest: dict
     manifest_path: Path | None
     failures: list[dict] = field(default_factory=list)
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise SetupError(
-            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
-        )
-    return torch.device(choice)
 
 
 @dataclass(frozen=True)
@@ -311,7 +302,7 @@ def _optimise(
         on_checkpoint=checkpoint.save,
         resume=resume,
     )
-    manifest.describe_optimisation(config, result, settings.mixed_precision)
+    manifest.describe_optimisation(config, result)
     noise = result.per_image(labels.to(result.noise.device)).cpu()
     noise_per_photo = noise.split([len(item.crops) for item in prepared])
 
@@ -886,13 +877,10 @@ class _ManifestWriter:
             **{key: value for key, value in matching.items() if key != "selected_indices"},
         }
 
-    def describe_optimisation(
-        self, config: ProtectConfig, result: MinMinResult, mixed_precision: bool
-    ) -> None:
+    def describe_optimisation(self, config: ProtectConfig, result: MinMinResult) -> None:
         self.content["optimisation"].update(
             {
                 "surrogate_model": config.surrogate_model,
-                "mixed_precision": mixed_precision,
                 "converged": result.converged,
                 "rounds": [
                     {

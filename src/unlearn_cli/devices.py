@@ -1,0 +1,25 @@
+"""Which torch device a command runs on: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import SetupError
+
+
+def device_problem(choice: str) -> str | None:
+    """Why ``choice`` is not a device name, or None."""
+    if choice in ("auto", "cpu", "cuda") or choice.startswith("cuda:"):
+        return None
+    return f"--device must be auto, cpu or cuda, got {choice!r}"
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` is the GPU when there is one; asking for one where there is none is an error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise SetupError(
+            "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
+        )
+    return torch.device(choice)
