@@ -21,6 +21,7 @@ from .conftest import FAST_OPTIONS
 from .test_cli import _assert_within_budget, run
 from .test_engine import SMALL_RUN, _separable
 from .test_face_protection import _check_written, _copy, _protect
+from .test_verify import protected_stripes, stripes_learnability_options, verify
 
 pytestmark = pytest.mark.gpu
 
@@ -81,7 +82,6 @@ def test_protect_on_the_gpu_keeps_the_budget_and_says_so(
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["optimisation"]["device"] == "cuda"
-    assert manifest["optimisation"]["mixed_precision"] is False  # measured no faster
     assert manifest["totals"]["protected"] == 4
     _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), 8)
 
@@ -95,3 +95,14 @@ def test_faces_in_group_photos_are_protected_on_the_gpu(
     assert result.exit_code == 0, result.stderr
     assert {photo["protected_as"] for photo in manifest["photos"]} == {"faces"}
     _check_written(folder, manifest)
+
+
+def test_learnability_trains_its_attackers_on_the_gpu(tmp_path: Path, cuda: torch.device) -> None:
+    protected = protected_stripes(tmp_path, "--device", "cuda")
+    options = [*stripes_learnability_options(tmp_path), "--epochs", "20", "--device", "cuda"]
+    result, report = verify(str(protected), *options)
+    learnability = report["checks"]["learnability"]
+    assert result.exit_code == 0, (result.output, learnability["results"])
+    assert learnability["settings"]["device"] == "cuda"
+    (row,) = learnability["results"]
+    assert row["clean"] >= 0.75 and row["protected"] <= 0.5 * row["clean"]

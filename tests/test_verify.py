@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -94,9 +95,9 @@ def _stripes(seed: int, angle: float, size: int = 32) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_path: Path) -> None:
+def protected_stripes(tmp_path: Path, *options: str) -> Path:
     """A tiny setting that runs in seconds: stripe classes, class-wise noise with a large budget
-    (eps 64) so that the effect is unmistakable, one small attacker."""
+    (eps 64) so that the effect is unmistakable; "me" protected against the "ref" classes."""
     seed = 0
     for name, angle in {"me": 0.0, "ref/a": np.pi / 4, "ref/b": np.pi / 2, "ref/c": 2.4}.items():
         (tmp_path / name).mkdir(parents=True)
@@ -106,31 +107,25 @@ def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_pa
     result = runner.invoke(
         app,
         [
-            "protect",
-            str(tmp_path / "me"),
-            "--surrogate",
-            str(tmp_path / "ref"),
-            "--eps",
-            "64",
-            "--mode",
-            "class",
-            "--resolution",
-            "16",
-            "--rounds",
-            "5",
-            "--min-rounds",
-            "5",
-            "--quiet",
+            "protect", str(tmp_path / "me"), "--surrogate", str(tmp_path / "ref"), "--eps", "64",
+            "--mode", "class", "--resolution", "16", "--rounds", "5", "--min-rounds", "5",
+            "--quiet", *options,
         ],
-    )
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    protected = tmp_path / "me-protected"
+    return tmp_path / "me-protected"
+
+
+def stripes_learnability_options(tmp_path: Path) -> list[str]:
+    """One small attacker, trained on ``protected_stripes`` against the "ref" classes."""
+    reference = str(tmp_path / "ref")
+    return ["--learnability", "--reference", reference, "--architecture", "vgg_small"]
+
+
+def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_path: Path) -> None:
+    protected = protected_stripes(tmp_path)
     options = [
-        "--learnability",
-        "--reference",
-        str(tmp_path / "ref"),
-        "--architecture",
-        "vgg_small",
+        *stripes_learnability_options(tmp_path),
         "--epochs",
         "20",
         "--report",
@@ -142,6 +137,7 @@ def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_pa
     (row,) = learnability["results"]
     assert row["clean"] >= 0.75 and row["protected"] <= 0.5 * row["clean"]
     assert not learnability["optimistic"] and learnability["chance"] == 0.25
+    assert learnability["settings"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert len(learnability["curves"]["vgg_small"]["protected"]) == 20
     for name in ("contact_sheet.png", "learning_curves.png"):
         with Image.open(tmp_path / "report" / name) as image:
@@ -155,6 +151,14 @@ def test_learnability_fails_on_unprotected_copies_and_passes_on_protected(tmp_pa
     learnability = report["checks"]["learnability"]
     assert result.exit_code == 1 and not learnability["passed"]
     assert "not below" in learnability["reason"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_learnability_on_a_gpu_that_is_not_there_is_a_usage_error(protected: Path) -> None:
+    result, _ = verify(str(protected), "--learnability", "--device", "cuda")
+    assert result.exit_code == 2 and "no CUDA GPU is available" in result.stderr
+    result, _ = verify(str(protected), "--learnability", "--device", "tpu")
+    assert result.exit_code == 2 and "--device must be auto, cpu or cuda" in result.stderr
 
 
 def _portrait(tmp_path: Path) -> tuple[Path, dict, dict]:

@@ -28,6 +28,7 @@ import torch
 
 from .countermeasures import Countermeasure, attack_settings_for, sanitise
 from .detection import DetectedFace, aligned_crop, alignment_matrix
+from .devices import device_problem, resolve_device
 from .engine.attack import (
     AttackSettings,
     probe_recognition,
@@ -61,6 +62,7 @@ class LearnabilitySettings:
     seed: int = 0
     countermeasures: tuple[Countermeasure, ...] = ()
     adaptive: bool = False
+    device: str = "auto"  # where the attackers train: auto is the GPU when there is one
 
     def __post_init__(self) -> None:
         if not 0 < self.holdout < 1:
@@ -69,6 +71,8 @@ class LearnabilitySettings:
             raise SetupError(f"--max-ratio must be in (0, 1], got {self.max_ratio}")
         if self.epochs < 1 or not self.architectures:
             raise SetupError("--epochs must be >= 1 and at least one architecture is needed")
+        if device_problem(self.device):
+            raise SetupError(device_problem(self.device))
         try:
             chosen = tuple(Countermeasure(c) for c in self.countermeasures)
         except ValueError as error:
@@ -171,6 +175,7 @@ def _adaptive_rates(
     test_images: torch.Tensor,
     test_labels: torch.Tensor,
     settings: LearnabilitySettings,
+    device: torch.device,
 ) -> dict[str, dict[str, dict[int, float]]]:
     """Per attacker (embedding and matching method) and gallery (clean or protected
     enrolment), the share of each class's held-out photos matched to it, in the embedding of a
@@ -182,12 +187,13 @@ def _adaptive_rates(
         reference_labels,
         AttackSettings(architecture=ADAPTIVE_EXTRACTOR, epochs=settings.epochs),
         seed=settings.seed,
+        device=device,
     )
     embedders: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "adaptive": partial(embed, extractor)
     }
     if facenet_available():
-        embedders["adaptive-facenet"] = FaceEmbedder(torch.device("cpu")).embed
+        embedders["adaptive-facenet"] = FaceEmbedder(device).embed
     rates: dict[str, dict[str, dict[int, float]]] = {}
     for prefix, embedder in embedders.items():
         for condition, (images, labels) in galleries.items():
@@ -234,6 +240,7 @@ def measure_learnability(
     """Train attackers on protected and on clean photos, under each countermeasure, and probe
     with the adaptive attacker if asked; report recognition of held-out clean photos."""
     started = time.perf_counter()
+    device = resolve_device(settings.device)
     photos = [p for p in manifest["photos"] if (folder / p["output"]).is_file()]
     splits = split_photos(photos, settings.holdout, settings.seed)
     class_names = sorted(splits)
@@ -325,7 +332,7 @@ def measure_learnability(
                     after = "" if countermeasure is Countermeasure.plain else f", {countermeasure}"
                     on_training(f"{architecture} on {condition} photos{after}")
                 outcome[condition] = run_attack(
-                    images, labels, test_images, test_labels, attack, seed=settings.seed
+                    images, labels, test_images, test_labels, attack, settings.seed, device
                 )
             by_epoch = {
                 condition: [
@@ -346,7 +353,12 @@ def measure_learnability(
         if on_training is not None:
             on_training(f"{ADAPTIVE_EXTRACTOR} feature extractor on the reference identities")
         by_attacker = _adaptive_rates(
-            reference_set(Countermeasure.plain), plain_sets, test_images, test_labels, settings
+            reference_set(Countermeasure.plain),
+            plain_sets,
+            test_images,
+            test_labels,
+            settings,
+            device,
         )
         for attacker, rates in by_attacker.items():
             results += [
@@ -366,6 +378,7 @@ def measure_learnability(
             **asdict(settings),
             "architectures": list(settings.architectures),
             "countermeasures": [str(c) for c in settings.countermeasures],
+            "device": str(device),
         },
         "adaptive_extractor": (
             f"{ADAPTIVE_EXTRACTOR} trained from scratch on the reference identities"

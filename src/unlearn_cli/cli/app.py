@@ -495,6 +495,9 @@ def verify(
         ),
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Random seed of the split and the attackers.")] = 0,
+    device: Annotated[
+        str, typer.Option(help="With --learnability, where the attackers train: auto, cpu or cuda.")
+    ] = "auto",
     countermeasures: Annotated[
         str | None,
         typer.Option(
@@ -555,6 +558,7 @@ def verify(
                 seed=seed,
                 countermeasures=parse_countermeasures(countermeasures or ""),
                 adaptive=adaptive,
+                device=device,
             )
         manifest = read_manifest(folder)
         status = (
