@@ -362,6 +362,17 @@ def scaling_rows(
     return rows
 
 
+def current_revision() -> str:
+    """This checkout's commit, marked when its working tree has changes."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(ROOT.parent), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + (" with changes" if changed else "")
+
+
 def side_by_side_rows(baseline: str, counts: dict[str, list[int]], repeats: int) -> list[dict]:
     """Warm `unlearn protect` runs of the ``baseline`` revision and of this checkout on the same
     photos, alternated so that both see the same machine; medians and the ratio."""
@@ -407,6 +418,7 @@ def side_by_side_rows(baseline: str, counts: dict[str, list[int]], repeats: int)
                         "kind": kind,
                         "photos": runs["current"][0]["photos"],
                         "baseline": baseline,
+                        "current": current_revision(),
                         **{
                             f"{name}_{field}": value
                             for name, figures in medians.items()
@@ -519,106 +531,102 @@ def save_results(results: dict, path: Path) -> None:
     write_markdown(results, path.with_name("speed.md"))
 
 
+def section(title: str, caption: str, columns: list[str], rows: list[list]) -> list[str]:
+    """A markdown section: its title, a caption, and a table."""
+    return [
+        f"## {title}",
+        "",
+        caption,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+        *("| " + " | ".join(str(value) for value in row) + " |" for row in rows),
+        "",
+    ]
+
+
 def write_markdown(results: dict, path: Path) -> None:
     lines = ["# Speed and memory", ""]
     if "loop" in results:
         loop = results["loop"]
-        lines += [
-            f"## Min-min round, {loop['rows'][0]['images']} images at 32 px",
-            "",
+        lines += section(
+            f"Min-min round, {loop['rows'][0]['images']} images at 32 px",
             f"{loop['date']}, {loop['machine']}, load average {loop['load_average_at_start']}; "
             f"`{loop['command']}`; medians of interleaved repeats.",
-            "",
-            "| layout | chunk | threads | optimised through | s / round | speed-up vs NCHW-256 |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {r['layout']} | {r['chunk']} | {r['threads']} "
-            f"| {r.get('augment', 'flips-shifts-zooms')} | {r['round_seconds_median']} "
-            f"| {r['speedup_vs_nchw256_same_threads']} |"
-            for r in loop["rows"]
-        ]
-        lines.append("")
+            ["layout", "chunk", "threads", "optimised through", "s / round"]
+            + ["speed-up vs NCHW-256"],
+            [
+                [r["layout"], r["chunk"], r["threads"], r.get("augment", "flips-shifts-zooms")]
+                + [r["round_seconds_median"], r["speedup_vs_nchw256_same_threads"]]
+                for r in loop["rows"]
+            ],
+        )
     if "gpu" in results:
         gpu = results["gpu"]
-        lines += [
-            f"## Min-min round on {gpu['rows'][0]['device']}, {gpu['rows'][0]['images']} images",
-            "",
+        lines += section(
+            f"Min-min round on {gpu['rows'][0]['device']}, {gpu['rows'][0]['images']} images",
             f"{gpu['date']}, {gpu['machine']}; `{gpu['command']}`; medians of interleaved"
             " repeats after one warm-up pass; photos a minute of the optimisation alone at the"
             " default 20 rounds.",
-            "",
-            "| px | precision | chunk | s / round | speed-up vs float32-128 | photos/min |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {r.get('resolution', 32)} | {r['precision']} | {r['chunk']} "
-            f"| {r['round_seconds_median']} "
-            f"| {r['speedup_vs_float32_128']} | {r['optimisation_photos_per_minute']} |"
-            for r in gpu["rows"]
-        ]
-        lines.append("")
+            ["px", "precision", "chunk", "s / round", "speed-up vs float32-128", "photos/min"],
+            [
+                [r.get("resolution", 32), r["precision"], r["chunk"], r["round_seconds_median"]]
+                + [r["speedup_vs_float32_128"], r["optimisation_photos_per_minute"]]
+                for r in gpu["rows"]
+            ],
+        )
     if "detect" in results:
         detect = results["detect"]
-        lines += [
-            "## Finding faces in full-size photos",
-            "",
+        lines += section(
+            "Finding faces in full-size photos",
             f"{detect['date']}, {detect['machine']}; `{detect['command']}`; MTCNN on the copy"
             " downscaled to 1,024 px that `protect` searches; medians of interleaved repeats.",
-            "",
-            "| detector on | photos | MP | faces found | s / photo | speed-up vs CPU | threads |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {r['detector_device']} | {r['photos']} | {r['megapixels']} | {r['faces_found']} "
-            f"| {r['seconds_per_photo_median']} | {r['speedup_vs_cpu']} | {r['threads']} |"
-            for r in detect["rows"]
-        ]
-        lines.append("")
+            ["detector on", "photos", "MP", "faces found", "s / photo", "speed-up vs CPU"]
+            + ["threads"],
+            [
+                [r["detector_device"], r["photos"], r["megapixels"], r["faces_found"]]
+                + [r["seconds_per_photo_median"], r["speedup_vs_cpu"], r["threads"]]
+                for r in detect["rows"]
+            ],
+        )
     if "side-by-side" in results:
         block = results["side-by-side"]
-        lines += [
-            "## `unlearn protect` against an earlier revision, side by side",
-            "",
+        lines += section(
+            "`unlearn protect` against an earlier revision, side by side",
             f"{block['date']}, {block['machine']}, load average {block['load_average_at_start']};"
             f" `{block['command']}`; warm runs (the surrogate cached), the two revisions"
             " alternated, medians.",
-            "",
-            "| input | photos | revision | wall s | optimisation s | speed-up |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in block["rows"]:
-            lines += [
-                f"| {r['kind']} | {r['photos']} | {r['baseline']} | {r['baseline_wall_seconds']} "
-                f"| {r['baseline_optimisation_seconds']:.1f} | 1.0 |",
-                f"| {r['kind']} | {r['photos']} | this checkout | {r['current_wall_seconds']} "
-                f"| {r['current_optimisation_seconds']:.1f} | {r['speedup']} |",
-            ]
-        lines.append("")
+            ["input", "photos", "revision", "wall s", "optimisation s", "speed-up"],
+            [
+                row
+                for r in block["rows"]
+                for row in (
+                    [r["kind"], r["photos"], r["baseline"], r["baseline_wall_seconds"]]
+                    + [f"{r['baseline_optimisation_seconds']:.1f}", 1.0],
+                    [r["kind"], r["photos"], r.get("current", "this checkout")]
+                    + [r["current_wall_seconds"], f"{r['current_optimisation_seconds']:.1f}"]
+                    + [r["speedup"]],
+                )
+            ],
+        )
     for part in ("scaling", "many", "scaling-gpu", "many-gpu"):
         if part not in results:
             continue
         block = results[part]
-        lines += [
-            f"## `unlearn protect`, {part}",
-            "",
+        lines += section(
+            f"`unlearn protect`, {part}",
             f"{block['date']}, {block['machine']}, load average {block['load_average_at_start']};"
             f" `{block['command']}`; full-size photos of about {block['megapixels']} MP; protect"
             f" defaults {block.get('protect_defaults_key', 'before --robust (not recorded)')}.",
-            "",
-            "| input | photos | faces | run | wall s | CPU s | optimisation s | peak RSS MB "
-            "| photos/min |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in block["rows"]:
-            for run in [run for run in ("cold", "warm") if run in row]:
-                r = row[run]
-                lines.append(
-                    f"| {row['kind']} | {r['photos']} | {r['faces']} | {run} | {r['wall_seconds']} "
-                    f"| {r['cpu_seconds']} | {r['optimisation_seconds']:.1f} | {r['peak_rss_mb']} "
-                    f"| {r['photos_per_minute']} |"
-                )
-        lines.append("")
+            ["input", "photos", "faces", "run", "wall s", "CPU s", "optimisation s"]
+            + ["peak RSS MB", "photos/min"],
+            [
+                [row["kind"], r["photos"], r["faces"], run, r["wall_seconds"], r["cpu_seconds"]]
+                + [f"{r['optimisation_seconds']:.1f}", r["peak_rss_mb"], r["photos_per_minute"]]
+                for row in block["rows"]
+                for run, r in ((run, row[run]) for run in ("cold", "warm") if run in row)
+            ],
+        )
     path.write_text("\n".join(lines))
 
 

@@ -21,6 +21,21 @@ def test_identical_images_have_infinite_psnr_and_unit_ssim() -> None:
     assert budget_dict(budget)["psnr"] is None
 
 
+def _whole_image_ssim(original: np.ndarray, protected: np.ndarray) -> float:
+    """skimage's SSIM of the whole image, the figure measure_budget must give."""
+    from skimage.metrics import structural_similarity
+
+    return float(
+        structural_similarity(
+            original.astype(np.float32),
+            protected.astype(np.float32),
+            channel_axis=2,
+            data_range=255,
+            win_size=7,
+        )
+    )
+
+
 @pytest.mark.parametrize(
     ("shape", "changed_box"),
     [
@@ -33,22 +48,14 @@ def test_identical_images_have_infinite_psnr_and_unit_ssim() -> None:
 def test_ssim_computed_only_where_pixels_changed_equals_the_whole_image_figure(
     shape: tuple[int, int], changed_box: tuple[slice, slice], monkeypatch
 ) -> None:
-    from skimage.metrics import structural_similarity
-
     monkeypatch.setattr(report, "BUDGET_STRIP_ROWS", 128)
     rng = np.random.default_rng(sum(shape))
     original = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     protected = original.copy()
     box = protected[changed_box]
     protected[changed_box] = np.clip(box + rng.integers(-8, 9, box.shape), 0, 255)
-    whole = structural_similarity(
-        original.astype(np.float32),
-        protected.astype(np.float32),
-        channel_axis=2,
-        data_range=255,
-        win_size=7,
-    )
-    assert report.measure_budget(original, protected).ssim == pytest.approx(float(whole), abs=1e-6)
+    whole = _whole_image_ssim(original, protected)
+    assert report.measure_budget(original, protected).ssim == pytest.approx(whole, abs=1e-6)
 
 
 def test_known_difference_is_measured_exactly() -> None:
@@ -98,19 +105,11 @@ def test_learnability_split_holds_out_a_seeded_share_per_class() -> None:
 @pytest.mark.parametrize("height", [7, 8, 129, 130, 255, 256, 257, 385])
 def test_strip_wise_budget_equals_the_whole_image_figures(height: int, monkeypatch) -> None:
     """Strips of 128 rows (the last one as short as one row) give skimage's whole-image SSIM."""
-    from skimage.metrics import structural_similarity
-
     monkeypatch.setattr(report, "BUDGET_STRIP_ROWS", 128)
     rng = np.random.default_rng(height)
     original = rng.integers(0, 256, (height, 9, 3), dtype=np.uint8)
     protected = np.clip(original + rng.integers(-8, 9, original.shape), 0, 255).astype(np.uint8)
     budget = report.measure_budget(original, protected)
-    whole = structural_similarity(
-        original.astype(np.float32),
-        protected.astype(np.float32),
-        channel_axis=2,
-        data_range=255,
-        win_size=7,
-    )
-    assert budget.ssim == pytest.approx(float(whole), abs=1e-5)
+    whole = _whole_image_ssim(original, protected)
+    assert budget.ssim == pytest.approx(whole, abs=1e-5)
     assert budget.linf == int(np.abs(original.astype(int) - protected).max())
