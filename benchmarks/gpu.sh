@@ -4,7 +4,7 @@
 #
 #     benchmarks/gpu.sh [OUTPUT_DIR]
 #
-# 1. the GPU tests (tests/test_gpu.py: mixed precision, face detection, the whole command);
+# 1. the GPU tests (tests/test_gpu.py: mixed precision, face detection, protect and verify);
 # 2. speed.py --part gpu: one min-min round, float32 vs bf16 x chunk, at 32 and 128 px;
 # 3. speed.py --part detect: finding faces in full-size photos, CPU vs GPU;
 # 4. speed.py --part scaling on the GPU: 200 and all (709) face crops, 50 full-size photos.

@@ -1,4 +1,4 @@
-"""The GPU path on a real CUDA device: mixed precision, face detection and the whole command.
+"""The GPU path on a real CUDA device: mixed precision, face detection, protect and verify.
 
 These skip on machines without CUDA (CI has none); run them where there is one with
 ``python -m pytest -m gpu``."""
