@@ -93,8 +93,8 @@ class ProtectConfig:
             )
         if self.match_k < 1 or self.match_random < 0 or self.max_per_class < 1:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
-        if device_problem(self.device):
-            problems.append(device_problem(self.device))
+        if problem := device_problem(self.device):
+            problems.append(problem)
         if self.faces is FaceMode.OFF and (self.require_faces or self.main_face_only):
             problems.append("--require-faces and --main-face-only need face detection (--faces)")
         if self.min_face_size < 1 or not 0 < self.face_confidence < 1:

@@ -71,8 +71,8 @@ class LearnabilitySettings:
             raise SetupError(f"--max-ratio must be in (0, 1], got {self.max_ratio}")
         if self.epochs < 1 or not self.architectures:
             raise SetupError("--epochs must be >= 1 and at least one architecture is needed")
-        if device_problem(self.device):
-            raise SetupError(device_problem(self.device))
+        if problem := device_problem(self.device):
+            raise SetupError(problem)
         try:
             chosen = tuple(Countermeasure(c) for c in self.countermeasures)
         except ValueError as error:
