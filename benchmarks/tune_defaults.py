@@ -187,7 +187,8 @@ def protect_with_pipeline(
         for path in user_paths:
             shutil.copy(path, user / path.name)
         input_set = collect_inputs([str(user)], work / "out", ClassLayout.AUTO)
-        config = replace(config or ProtectConfig(), seed=seed)
+        # the benchmark's --threads: two lanes side by side must not both take every core
+        config = replace(config or ProtectConfig(), seed=seed, threads=torch.get_num_threads())
         result = run_protect(input_set, config, surrogate=str(work / "surrogate"))
         rgbs = [
             load_photo(work / "out" / photo["output"]).rgb for photo in result.manifest["photos"]
@@ -314,6 +315,8 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "eps12": ProtectConfig(eps=12),
         "eps16": ProtectConfig(eps=16),
         "rem4": ProtectConfig(rem_radius=4),
+        "res16": ProtectConfig(resolution=16),
+        "class": ProtectConfig(mode=NoiseForm.CLASS),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
@@ -633,7 +636,7 @@ def main() -> None:
         "--datasets",
         default="clean,standard,robust",
         help="robust: what the attacker scrapes "
-        "(clean, standard, robust, gray30, res64, eps12, eps16, rem4)",
+        "(clean, standard, robust, gray30, res64, eps12, eps16, rem4, res16, class)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
