@@ -393,8 +393,10 @@ def markdown(summary: dict) -> str:
         f"{BATCH}, random crop (pad {PAD}) + flip, {s['scale']['epochs']} epochs "
         f"({s['scale']['side_epochs']} on the 1,000 images)",
         f"- noise surrogate: {s['surrogate']} from scratch, our protect defaults (eps {EPS}, "
-        "steps, rounds and augmentation below); error-maximizing: PGD-20 against the surrogate "
-        "architecture trained on the clean subset",
+        "steps, rounds and augmentation below)"
+        + "".join(f", but {name} = {value}" for name, value in s["noise_overrides"].items())
+        + "; error-maximizing: PGD-20 against the surrogate architecture trained on the clean "
+        "subset",
         "- chance level: 0.10 (10 classes); the side-by-side ratio is to the same attacker "
         "trained on the same 1,000 images clean",
         "",
@@ -430,7 +432,8 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a candidate noise setting instead of the protect default, e.g. rounds=40 "
-        "(repeatable; rows are cached by their settings, results stay in the cache folder)",
+        "(repeatable; rows are cached by their settings; results go to "
+        "results/cifar_candidates/)",
     )
     args = parser.parse_args()
     NOISE_OVERRIDES.update(args.set)
@@ -491,12 +494,17 @@ def main() -> None:
         "attacker": ATTACKER,
         "surrogate": ProtectConfig().surrogate_model,
         "official": OFFICIAL,
+        "noise_overrides": NOISE_OVERRIDES,
         "goals": goals,
         "rows": rows,
     }
     complete = not args.quick and not args.set and set(args.rows) == set(ROWS)
     folder = RESULTS if complete else CACHE  # smoke tests and partial runs stay out of the repo
     stem = "cifar_table" if complete else "partial"
+    if args.set and not args.quick:  # a candidate's rows are kept beside the table
+        folder = RESULTS / "cifar_candidates"
+        stem = "-".join([*args.rows, *(f"{name}={value}" for name, value in args.set)])
+        folder.mkdir(exist_ok=True)
     (folder / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     (folder / f"{stem}.md").write_text(markdown(summary))
     print(f"wrote {folder / stem}.json and .md")
