@@ -14,6 +14,8 @@ protected photos, and we report how many held-out clean photos of the user they 
                                                           # countermeasures and an adaptive attacker
     python benchmarks/tune_defaults.py --phase survival   # how much noise each countermeasure
                                                           # leaves (no training: seconds)
+    python benchmarks/tune_defaults.py --phase strangers  # whom the attacker labels as the
+                                                          # user: its photos, and strangers'
 
 Rows are cached in benchmarks/results/cache/ so an interrupted run resumes.
 """
@@ -56,7 +58,7 @@ from unlearn_cli.engine.attack import (
     train_feature_extractor,
 )
 from unlearn_cli.engine.models import Classifier
-from unlearn_cli.engine.training import embed
+from unlearn_cli.engine.training import embed, predict
 from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
 from unlearn_cli.inputs import collect_inputs
 from unlearn_cli.pipeline import protect as run_protect
@@ -579,6 +581,83 @@ def survival_phase(
     print("\n".join(lines))
 
 
+STRANGER_PHOTOS = 40  # per identity the attacker never saw
+
+
+def strangers_row(
+    user: str,
+    dataset: tuple[str, ProtectConfig | None],
+    seed: int,
+    surrogate: list[str],
+    references: list[str],
+) -> dict:
+    """Who the attacker calls the user: the plain attack's model (same data, seed and recipe,
+    so the user's share repeats the plain row), asked about the user's held-out clean photos
+    and about photos of people it never saw (the surrogate half). A user class that takes in
+    strangers too is found by elimination (say, the only other man), not recognised as a person."""
+    name, config = dataset
+    protected_paths, held_out_paths = user_split(user)
+    if config is None:
+        rgbs = [load_photo(p).rgb for p in protected_paths]
+    else:
+        rgbs, _ = protected_rgbs(user, name, config, seed, surrogate)
+    images, labels = scraped_set(rgbs, references)
+    settings = AttackSettings(architecture="resnet18_imagenet")
+    model = create_model(settings.architecture, len(references) + 1, seed=seed)
+    train(model, images, labels, settings.train_settings(), torch.Generator().manual_seed(seed))
+
+    def called_user(paths: list[Path]) -> float:
+        stack = tensor_stack([load_photo(p) for p in paths], ATTACK_RESOLUTION)
+        return float((predict(model, stack) == 0).float().mean())
+
+    return {"held_out": called_user(held_out_paths)} | {
+        stranger: called_user(photos_of(stranger)[:STRANGER_PHOTOS]) for stranger in surrogate
+    }
+
+
+def strangers_phase(
+    users: list[str], seeds: list[int], datasets: list[str], surrogate: list[str], pool: list[str]
+) -> None:
+    """Per user, dataset and seed: the share of the user's held-out photos and of each
+    stranger's photos that the ResNet-18 attacker labels as the user."""
+    configs = {n: c for n, c in robust_datasets().items() if n.split("-")[0] in datasets}
+    rows = []
+    for seed in seeds:
+        for user in users:
+            for name, config in configs.items():
+                compute = partial(
+                    strangers_row,
+                    user=user,
+                    dataset=(name, config),
+                    seed=seed,
+                    surrogate=surrogate,
+                    references=[n for n in pool if n != user],
+                )
+                row = cached(f"strangers-{user}-{name}-{seed}", compute)
+                if row is None:
+                    continue
+                print(f"{user:17s} {name:17s} {seed} {row}", flush=True)
+                rows.append({"user": user, "dataset": name, "seed": seed, **row})
+    lines = [
+        "# Who the attacker calls the user",
+        "",
+        "- command: `python benchmarks/tune_defaults.py --phase strangers` (benchmarks/README.md)",
+        "- the plain attack (ResNet-18 from scratch on the user's scraped photos and 5 other "
+        "people's) asked about the user's 40 held-out clean photos and about "
+        f"{STRANGER_PHOTOS} photos each of people it never saw; share labelled as the user",
+        "",
+        "| user | dataset | seed | user's photos | " + " | ".join(surrogate) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in surrogate) + " |",
+    ]
+    for row in rows:
+        shares = " | ".join(f"{row[name]:.1%}" for name in ["held_out", *surrogate])
+        lines.append(f"| {row['user']} | {row['dataset']} | {row['seed']} | {shares} |")
+    out = ROOT / "results" / "tune_defaults_strangers.json"
+    out.write_text(json.dumps({"users": users, "seeds": seeds, "rows": rows}, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def robust_markdown(measured: dict) -> str:
     """Median share of the users' clean held-out photos recognised, per attack and dataset."""
     names = list(measured["datasets"])
@@ -607,7 +686,7 @@ def robust_markdown(measured: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    phases = ["tune", "tune-jpeg", "transfer", "report", "faces", "robust", "survival"]
+    phases = ["tune", "tune-jpeg", "transfer", "report", "faces", "robust", "survival", "strangers"]
     parser.add_argument("--phase", choices=phases, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jpeg", action="store_true", help="report: also attack after JPEG-75")
@@ -654,6 +733,12 @@ def main() -> None:
         ACTIVE_ATTACKERS = args.attackers.split(",")
         datasets = args.datasets.split(",")
         robust_phase(args.users.split(","), seeds, conditions, datasets, surrogate, attacker_pool)
+        return
+    if args.phase == "strangers":
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        strangers_phase(
+            args.users.split(","), seeds, args.datasets.split(","), surrogate, attacker_pool
+        )
         return
     if args.phase == "survival":
         seeds = [int(seed) for seed in args.seeds.split(",")]
