@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from unlearn_cli.cli import app
 from unlearn_cli.config import ClassLayout, ProtectConfig
 from unlearn_cli.images import sha256_file
 from unlearn_cli.inputs import collect_inputs
-from unlearn_cli.pipeline import Notice, RoundFinished, protect
+from unlearn_cli.pipeline import Notice, PhotoFailed, RoundFinished, protect
 
 from .conftest import FAST_OPTIONS, pattern_image
 
@@ -33,9 +35,9 @@ def _outputs(folder: Path) -> dict[str, str]:
     return {path.name: sha256_file(path) for path in sorted(folder.glob("*.png"))}
 
 
-def _run(folder: Path, out: Path, surrogate: Path, on_event=None):
+def _run(folder: Path, out: Path, surrogate: Path, on_event=None, config=CONFIG):
     inputs = collect_inputs([str(folder)], out, ClassLayout.AUTO)
-    return protect(inputs, CONFIG, surrogate=str(surrogate), on_event=on_event)
+    return protect(inputs, config, surrogate=str(surrogate), on_event=on_event)
 
 
 class _StopAt:
@@ -81,23 +83,34 @@ def test_an_interrupted_write_keeps_what_is_written_and_resumes(
     out = tmp_path / "out"
     real_write = pipeline._write_one
     calls = []
+    fourth_written = threading.Event()
 
     def write_then_stop(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 3:  # stopped while the 4th photo is being written beside it
+            fourth_written.wait(timeout=30)
             raise KeyboardInterrupt
-        return real_write(*args, **kwargs)
+        entry = real_write(*args, **kwargs)
+        if len(calls) == 4:
+            fourth_written.set()
+        return entry
 
     monkeypatch.setattr(pipeline, "_write_one", write_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        _run(folder, out, tiny_surrogate)
+        _run(folder, out, tiny_surrogate, config=replace(CONFIG, threads=2))  # 2 writers
+    assert fourth_written.is_set()
     manifest = json.loads((out / "unlearn-manifest.json").read_text())
-    assert manifest["interrupted"] and len(manifest["photos"]) == 2
+    # the write that finished beside the interrupted one is listed too: a file on disk but not
+    # in the manifest would be refused by the rerun as foreign output
+    listed = {entry["output"] for entry in manifest["photos"]}
+    assert manifest["interrupted"] and len(listed) == 3
+    assert {path.name for path in out.glob("*.png")} == listed
     monkeypatch.setattr(pipeline, "_write_one", real_write)
     events: list = []
     result = _run(folder, out, tiny_surrogate, on_event=events.append)
     notices = [event.message for event in events if isinstance(event, Notice)]
-    assert "2 photo(s) already protected with these settings: kept" in notices
+    assert f"{len(listed)} photo(s) already protected with these settings: kept" in notices
+    assert not [event for event in events if isinstance(event, PhotoFailed)]
     assert not [e for e in events if isinstance(e, RoundFinished)]  # noise from the checkpoint
     assert result.manifest["complete"] and len(result.manifest["photos"]) == 4
     assert _outputs(out) == _outputs(tmp_path / "straight")

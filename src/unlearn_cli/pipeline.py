@@ -328,17 +328,35 @@ def _write_photos(
     ]
     emit(PhaseStarted("writing protected photos", len(todo)))
     workers = max(1, min(WRITE_WORKERS, torch.get_num_threads()))
+    in_flight: deque[tuple[_Prepared, Future[dict]]] = deque()  # submitted, not yet recorded
+
+    def record(item: _Prepared, entry: dict) -> None:
+        manifest.add(entry)
+        for note in entry["notes"]:
+            emit(PhotoNote(str(item.photo.path), note))
+
+    def stop_writing() -> None:
+        """Cancel the writes not started, let the running ones finish and record those that
+        succeeded: a protected file on disk but not in the manifest would be refused as foreign
+        output by the next run, which then could not complete the batch."""
+        pool.shutdown(wait=True, cancel_futures=True)
+        recorded = {entry["source"] for entry in manifest.photos}
+        for item, outcome in in_flight:
+            if outcome.cancelled() or outcome.exception() is not None:
+                continue
+            if (entry := outcome.result())["source"] not in recorded:
+                record(item, entry)
+
     with ThreadPoolExecutor(workers, thread_name_prefix="unlearn-write") as pool:
         try:
-            for item, outcome in _submitted_in_order(pool, workers, todo, output_root, config):
+            for item, outcome in _submitted_in_order(
+                pool, workers, todo, output_root, config, in_flight
+            ):
                 try:
-                    entry = outcome.result()
-                    manifest.add(entry)
-                    for note in entry["notes"]:
-                        emit(PhotoNote(str(item.photo.path), note))
+                    record(item, outcome.result())
                 except OSError as error:
                     if error.errno in FATAL_WRITE_ERRORS:
-                        pool.shutdown(cancel_futures=True)
+                        stop_writing()
                         manifest.save(interrupted=True, best_effort=True)
                         raise OutputError(
                             f"cannot write to {output_root}: {error.strerror}; "
@@ -348,12 +366,13 @@ def _write_photos(
                     _record_failure(failures, emit, item.photo, _describe(error))
                 except Exception as error:  # one photo failing never stops the batch
                     if debug and not isinstance(error, ImageError | ValueError):
-                        pool.shutdown(cancel_futures=True)
+                        stop_writing()
                         raise
                     _record_failure(failures, emit, item.photo, _describe(error))
+                in_flight.popleft()
                 emit(PhaseAdvanced())
         except KeyboardInterrupt:
-            pool.shutdown(cancel_futures=True)
+            stop_writing()
             manifest.save(interrupted=True)  # what is written stays listed in the manifest
             raise
 
@@ -364,15 +383,18 @@ def _submitted_in_order(
     todo: list[tuple[_Prepared, torch.Tensor]],
     output_root: Path,
     config: ProtectConfig,
+    in_flight: deque[tuple[_Prepared, Future[dict]]],
 ) -> Iterator[tuple[_Prepared, Future[dict]]]:
     """Each photo with its pending write, in order, submitted at most ``ahead`` photos before
-    the one being recorded: full-size photos in flight stay few, whatever the batch."""
-    pending: deque[tuple[_Prepared, Future[dict]]] = deque()
+    the one being recorded: full-size photos in flight stay few, whatever the batch. Submitted
+    writes are appended to ``in_flight``; the caller removes each one yielded (from the left)
+    once it is dealt with, so the writes still there when it stops are known."""
     for item, photo_noise in todo:
-        pending.append((item, pool.submit(_write_one, item, photo_noise, output_root, config)))
-        if len(pending) > ahead:
-            yield pending.popleft()
-    yield from pending
+        in_flight.append((item, pool.submit(_write_one, item, photo_noise, output_root, config)))
+        if len(in_flight) > ahead:
+            yield in_flight[0]
+    while in_flight:
+        yield in_flight[0]
 
 
 def _describe(error: BaseException) -> str:
