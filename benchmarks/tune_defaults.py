@@ -341,6 +341,17 @@ def protected_rgbs(
         return list(data["rgbs"]), float(data["seconds"])
 
 
+def scraped_user_photos(
+    user: str, dataset: tuple[str, ProtectConfig | None], seed: int, surrogate: list[str]
+) -> tuple[list[np.ndarray], float | None]:
+    """The user's 60 photos as the attacker scrapes them: clean (no protect time), or protected
+    with the dataset's config (cached) and the seconds protecting took."""
+    name, config = dataset
+    if config is None:
+        return [load_photo(p).rgb for p in user_split(user)[0]], None
+    return protected_rgbs(user, name, config, seed, surrogate)
+
+
 def countermeasure_row(
     user_rgbs: list[np.ndarray],
     held_out: list[Photo],
@@ -414,14 +425,9 @@ def robust_row(
     references: list[str],
 ) -> dict:
     """One attacker on one user's scraped photos: clean, or protected with the dataset's config."""
-    name, config = dataset
-    protected_paths, held_out_paths = user_split(user)
-    held_out = [load_photo(p) for p in held_out_paths]
-    row: dict = {}
-    if config is None:
-        rgbs = [load_photo(p).rgb for p in protected_paths]
-    else:
-        rgbs, row["protect_seconds"] = protected_rgbs(user, name, config, seed, surrogate)
+    held_out = [load_photo(p) for p in user_split(user)[1]]
+    rgbs, protect_seconds = scraped_user_photos(user, dataset, seed, surrogate)
+    row: dict = {} if protect_seconds is None else {"protect_seconds": protect_seconds}
     if condition == "adaptive":
         return row | adaptive_row(rgbs, held_out, references, feature_extractor(user, seed))
     countermeasure = Countermeasure(condition)
@@ -591,16 +597,12 @@ def strangers_row(
     surrogate: list[str],
     references: list[str],
 ) -> dict:
-    """Who the attacker calls the user: the plain attack's model (same data, seed and recipe,
-    so the user's share repeats the plain row), asked about the user's held-out clean photos
+    """Who the attacker calls the user: the plain attack's model (same data, seed and recipe;
+    its share of the user's photos differs from the plain row's only by the attacker's spread),
+    asked about the user's held-out clean photos
     and about photos of people it never saw (the surrogate half). A user class that takes in
     strangers too is found by elimination (say, the only other man), not recognised as a person."""
-    name, config = dataset
-    protected_paths, held_out_paths = user_split(user)
-    if config is None:
-        rgbs = [load_photo(p).rgb for p in protected_paths]
-    else:
-        rgbs, _ = protected_rgbs(user, name, config, seed, surrogate)
+    rgbs, _ = scraped_user_photos(user, dataset, seed, surrogate)
     images, labels = scraped_set(rgbs, references)
     settings = AttackSettings(architecture="resnet18_imagenet")
     model = create_model(settings.architecture, len(references) + 1, seed=seed)
@@ -610,7 +612,7 @@ def strangers_row(
         stack = tensor_stack([load_photo(p) for p in paths], ATTACK_RESOLUTION)
         return float((predict(model, stack) == 0).float().mean())
 
-    return {"held_out": called_user(held_out_paths)} | {
+    return {"held_out": called_user(user_split(user)[1])} | {
         stranger: called_user(photos_of(stranger)[:STRANGER_PHOTOS]) for stranger in surrogate
     }
 
