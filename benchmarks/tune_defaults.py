@@ -319,6 +319,8 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "rem4": ProtectConfig(rem_radius=4),
         "res16": ProtectConfig(resolution=16),
         "class": ProtectConfig(mode=NoiseForm.CLASS),
+        "rounds40": ProtectConfig(rounds=40, min_rounds=40),
+        "restart5": ProtectConfig(restart_every=5),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
@@ -716,8 +718,8 @@ def main() -> None:
     parser.add_argument(
         "--datasets",
         default="clean,standard,robust",
-        help="robust: what the attacker scrapes "
-        "(clean, standard, robust, gray30, res64, eps12, eps16, rem4, res16, class)",
+        help="robust, strangers, survival: what the attacker scrapes "
+        f"({', '.join(name.split('-')[0] for name in robust_datasets())})",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
