@@ -48,15 +48,6 @@ def test_rem_is_in_the_settings_identity_only_when_on() -> None:
     assert ProtectConfig().minmin_settings().adversarial_eps == 0
 
 
-def test_surrogate_restarts_are_in_the_settings_identity_only_when_on() -> None:
-    assert "restart_every" not in ProtectConfig().as_dict()
-    restarting = ProtectConfig(restart_every=5)
-    assert restarting.output_key != ProtectConfig().output_key
-    assert restarting.minmin_settings().restart_every == 5
-    with pytest.raises(SetupError, match="restart_every must be at least 0"):
-        ProtectConfig(restart_every=-1)
-
-
 def test_rem_radius_must_stay_within_the_budget() -> None:
     with pytest.raises(SetupError, match="--rem must be between 0 and eps"):
         ProtectConfig(eps=8, rem_radius=9)

@@ -23,7 +23,7 @@ from unlearn_cli.engine import (
 )
 from unlearn_cli.engine.minmin import balanced_pool
 from unlearn_cli.engine.models import MODELS
-from unlearn_cli.engine.training import TrainSettings, adversarial_examples, make_optimizer
+from unlearn_cli.engine.training import adversarial_examples
 from unlearn_cli.images import Photo, apply_noise
 
 
@@ -205,8 +205,6 @@ def test_settings_are_validated() -> None:
         MinMinSettings(eps=0)
     with pytest.raises(ValueError):
         MinMinSettings(min_rounds=5, max_rounds=2)
-    with pytest.raises(ValueError, match="restart_every"):
-        MinMinSettings(restart_every=-1)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -287,40 +285,3 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_noise(form: NoiseFor
     resumed, _ = run(4, resume=checkpoints[-1])
     assert [r.round for r in resumed.rounds] == [1, 2, 3, 4]
     assert torch.equal(resumed.noise, straight.noise)
-
-
-def test_a_restarted_surrogate_goes_on_from_its_initial_weights_and_a_fresh_optimizer() -> None:
-    """Round 3 of a run restarting every 2 rounds is round 3 of a run without restarts whose
-    surrogate, after round 2, was put back to its initial weights with a fresh optimizer."""
-    own, own_labels = _separable(6, 2, seed=5)
-    others, other_labels = _separable(8, 2, seed=6)
-    settings_ = MinMinSettings(
-        steps=2, train_steps=3, max_rounds=3, min_rounds=3, batch_size=5, restart_every=2
-    )
-
-    def run(settings: MinMinSettings, resume=None) -> list:
-        checkpoints = []
-        ErrorMinimizingNoise(create_model("vgg_small", 4, seed=0), settings).generate(
-            own,
-            own_labels,
-            others,
-            other_labels + 2,
-            torch.Generator().manual_seed(0),
-            on_checkpoint=checkpoints.append,
-            resume=resume,
-        )
-        return checkpoints
-
-    restarted = run(settings_)
-    initial = create_model("vgg_small", 4, seed=0).to(memory_format=torch.channels_last)
-    fresh_optimizer = make_optimizer(initial, TrainSettings(lr=settings_.lr))
-    put_back = dataclasses.replace(
-        restarted[1], model=initial.state_dict(), optimizer=fresh_optimizer.state_dict()
-    )
-    continued = run(dataclasses.replace(settings_, restart_every=0), resume=put_back)
-    never_restarted = run(dataclasses.replace(settings_, restart_every=0))
-
-    assert torch.equal(continued[-1].noise, restarted[-1].noise)
-    for name, value in restarted[-1].model.items():
-        assert torch.equal(continued[-1].model[name], value), name
-    assert not torch.equal(never_restarted[-1].noise, restarted[-1].noise)

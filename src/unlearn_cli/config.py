@@ -52,7 +52,6 @@ class ProtectConfig:
     degrade: DegradeSettings = DegradeSettings()  # how strongly, with --robust (library only)
     rem_radius: int = 0  # levels; > 0: REM, against a surrogate perturbed within this radius
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
-    restart_every: int = 0  # rounds between restarts of the surrogate; 0: never (library only)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -85,8 +84,6 @@ class ProtectConfig:
             problems.append(f"--step-size must be in (0, eps], got {self.step_size}")
         if not 0 <= self.rem_radius <= self.eps or self.rem_steps < 1:
             problems.append(f"--rem must be between 0 and eps ({self.eps}), got {self.rem_radius}")
-        if self.restart_every < 0:
-            problems.append(f"restart_every must be at least 0, got {self.restart_every}")
         if not 0 < self.stop_accuracy <= 1:
             problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
         if self.surrogate_model not in MODELS:
@@ -139,7 +136,6 @@ class ProtectConfig:
             augment=self.augment_settings(),
             adversarial_eps=self.rem_radius / 255,
             adversarial_steps=self.rem_steps,
-            restart_every=self.restart_every,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -156,13 +152,10 @@ class ProtectConfig:
 
     def as_dict(self) -> dict:
         """JSON-ready; the degradations only where they shape the noise (``robust``), REM's
-        settings and the surrogate's restarts only when they are on, so that outputs written
-        before they existed keep their key."""
+        settings only when it is on, so that outputs written before it existed keep their key."""
         values = asdict(self)
         if not self.rem_radius:
             del values["rem_radius"], values["rem_steps"]
-        if not self.restart_every:
-            del values["restart_every"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

@@ -12,11 +12,6 @@ With ``adversarial_eps`` > 0 the loop is REM's min-min-max (Fu et al., ICLR 2022
 is trained on PGD examples of the noisy data, and every noise step lowers the loss of the noisy
 image after a worst-case perturbation within ``adversarial_eps``. The noise must then stay an
 easy shortcut for a model that resists small perturbations, as adversarial training makes one.
-
-With ``restart_every`` > 0 the surrogate starts over from its initial weights (and a fresh
-optimizer) every that many rounds, keeping the noise: an attacker trains from scratch, so the
-noise is shaped against surrogates early in their training rather than one that has long since
-learnt the protected images' own features.
 """
 
 from __future__ import annotations
@@ -69,7 +64,6 @@ class MinMinSettings:
     augment: AugmentSettings | None = None
     adversarial_eps: float = 0.0  # REM's radius of the surrogate's perturbation; 0: plain min-min
     adversarial_steps: int = 2
-    restart_every: int = 0  # rounds between restarts of the surrogate; 0: never
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -83,8 +77,6 @@ class MinMinSettings:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
         if self.adversarial_eps < 0 or self.adversarial_steps < 1:
             raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
-        if self.restart_every < 0:
-            raise ValueError(f"restart_every must be >= 0, got {self.restart_every}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -199,7 +191,6 @@ class ErrorMinimizingNoise:
         )
         noise = torch.zeros(noise_shape, device=self.device)
         result = MinMinResult(noise=noise, form=s.form)
-        initial_weights = copy.deepcopy(self.model.state_dict())
         optimizer = make_optimizer(self.model, TrainSettings(lr=s.lr))
         pool = balanced_pool(protected_labels.cpu(), other_labels.cpu())
         positions = shuffled_batches(len(pool), s.batch_size, generator)
@@ -214,9 +205,6 @@ class ErrorMinimizingNoise:
         first = len(result.rounds) + 1 if not result.converged else s.max_rounds + 1
         for round_index in range(first, s.max_rounds + 1):
             started = time.perf_counter()
-            if s.restart_every and round_index > 1 and (round_index - 1) % s.restart_every == 0:
-                self.model.load_state_dict(initial_weights)
-                optimizer = make_optimizer(self.model, TrainSettings(lr=s.lr))
             train_loss = self._train(
                 optimizer,
                 batches,
