@@ -320,6 +320,7 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "res16": ProtectConfig(resolution=16),
         "class": ProtectConfig(mode=NoiseForm.CLASS),
         "rounds40": ProtectConfig(rounds=40, min_rounds=40),
+        "gray": ProtectConfig(gray=True),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()

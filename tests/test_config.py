@@ -48,6 +48,12 @@ def test_rem_is_in_the_settings_identity_only_when_on() -> None:
     assert ProtectConfig().minmin_settings().adversarial_eps == 0
 
 
+def test_gray_noise_is_in_the_settings_identity_only_when_on() -> None:
+    assert "gray" not in ProtectConfig().as_dict()
+    assert ProtectConfig(gray=True).output_key != ProtectConfig().output_key
+    assert ProtectConfig(gray=True).minmin_settings().gray
+
+
 def test_rem_radius_must_stay_within_the_budget() -> None:
     with pytest.raises(SetupError, match="--rem must be between 0 and eps"):
         ProtectConfig(eps=8, rem_radius=9)

@@ -285,3 +285,23 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_noise(form: NoiseFor
     resumed, _ = run(4, resume=checkpoints[-1])
     assert [r.round for r in resumed.rounds] == [1, 2, 3, 4]
     assert torch.equal(resumed.noise, straight.noise)
+
+
+def test_gray_noise_is_the_same_on_every_channel_and_still_lowers_the_loss() -> None:
+    """Away from 0 and 1, gray noise changes brightness only: grayscale keeps all of it."""
+    own, own_labels = _separable(6, 2, seed=5)
+    own = 0.25 + 0.5 * own  # no channel reaches 0 or 1 within the budget
+    others, other_labels = _separable(8, 2, seed=6)
+    model = create_model("resnet_small", 4, seed=0)
+    result = ErrorMinimizingNoise(model, dataclasses.replace(SMALL_RUN, gray=True)).generate(
+        own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0)
+    )
+    noise = result.noise
+    assert noise.abs().amax() > 0
+    assert torch.equal(noise[:, 0], noise[:, 1]) and torch.equal(noise[:, 1], noise[:, 2])
+    assert noise.abs().amax() <= SMALL_RUN.eps + 1e-6
+    model.eval()
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(own), own_labels)
+        noisy = torch.nn.functional.cross_entropy(model(own + noise), own_labels)
+    assert noisy < clean

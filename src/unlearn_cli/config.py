@@ -52,6 +52,7 @@ class ProtectConfig:
     degrade: DegradeSettings = DegradeSettings()  # how strongly, with --robust (library only)
     rem_radius: int = 0  # levels; > 0: REM, against a surrogate perturbed within this radius
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
+    gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -136,6 +137,7 @@ class ProtectConfig:
             augment=self.augment_settings(),
             adversarial_eps=self.rem_radius / 255,
             adversarial_steps=self.rem_steps,
+            gray=self.gray,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -152,10 +154,13 @@ class ProtectConfig:
 
     def as_dict(self) -> dict:
         """JSON-ready; the degradations only where they shape the noise (``robust``), REM's
-        settings only when it is on, so that outputs written before it existed keep their key."""
+        settings and ``gray`` only when they are on, so that outputs written before they existed
+        keep their key."""
         values = asdict(self)
         if not self.rem_radius:
             del values["rem_radius"], values["rem_steps"]
+        if not self.gray:
+            del values["gray"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

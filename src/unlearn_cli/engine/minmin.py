@@ -12,6 +12,11 @@ With ``adversarial_eps`` > 0 the loop is REM's min-min-max (Fu et al., ICLR 2022
 is trained on PGD examples of the noisy data, and every noise step lowers the loss of the noisy
 image after a worst-case perturbation within ``adversarial_eps``. The noise must then stay an
 easy shortcut for a model that resists small perturbations, as adversarial training makes one.
+
+With ``gray`` every noise step is the same on red, green and blue (the sign of the gradient
+summed over them), so the noise is a change of brightness alone, apart from pixels where a
+channel reaches 0 or 1: converting the photo to grayscale keeps it, where it removes most of
+colour noise.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class MinMinSettings:
     augment: AugmentSettings | None = None
     adversarial_eps: float = 0.0  # REM's radius of the surrogate's perturbation; 0: plain min-min
     adversarial_steps: int = 2
+    gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -327,6 +333,8 @@ class ErrorMinimizingNoise:
                         logits = self.model(self._layout(inputs))
                     loss = F.cross_entropy(logits.float(), targets, reduction="sum")
                     (gradient,) = torch.autograd.grad(loss, noise)
+                    if s.gray:
+                        gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
                     updates.append(-s.step_size * gradient.sign())
                 step = torch.cat(updates)
                 if s.form is NoiseForm.CLASS:
