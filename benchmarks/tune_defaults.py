@@ -321,6 +321,7 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "class": ProtectConfig(mode=NoiseForm.CLASS),
         "rounds40": ProtectConfig(rounds=40, min_rounds=40),
         "gray": ProtectConfig(gray=True),
+        "gray16": ProtectConfig(eps=16, gray=True),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()

@@ -105,6 +105,24 @@ def test_rem_protection_is_recorded_and_keeps_the_budget(
     _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
 
 
+def test_gray_noise_changes_brightness_alone_within_the_budget(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
+    args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    result = run(*args, "--gray-noise", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["settings"]["gray"] is True
+    output_root = photo_folder.with_name("me-protected")
+    _assert_within_budget(manifest, photo_folder, output_root, eps=8)
+    for photo in manifest["photos"]:
+        original = load_photo(photo_folder / photo["source"]).rgb.astype(int)
+        difference = load_photo(output_root / photo["output"]).rgb.astype(int) - original
+        inside = ((original >= 8) & (original <= 255 - 8)).all(axis=2)  # no channel clipped
+        assert np.abs(difference[inside]).max() > 0
+        assert (difference[inside] == difference[inside][:, :1]).all()
+
+
 def test_robust_protection_is_the_default_and_keeps_the_budget(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:

@@ -271,6 +271,16 @@ def protect(
             rich_help_panel=OPTIMISATION,
         ),
     ] = True,
+    gray: Annotated[
+        bool,
+        typer.Option(
+            "--gray-noise/--colour-noise",
+            help="Noise of brightness alone, the same on red, green and blue: at the same "
+            "--eps far less visible than colour noise, and kept by grayscale conversion "
+            "(see README).",
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = False,
     rem: Annotated[
         int,
         typer.Option(
@@ -398,6 +408,7 @@ def protect(
             augment=augment,
             robust=robust,
             rem_radius=rem,
+            gray=gray,
             surrogate_model=surrogate_model,
             match_k=match_k,
             embedder=Embedder(embedder.value),

@@ -14,9 +14,9 @@ image after a worst-case perturbation within ``adversarial_eps``. The noise must
 easy shortcut for a model that resists small perturbations, as adversarial training makes one.
 
 With ``gray`` every noise step is the same on red, green and blue (the sign of the gradient
-summed over them), so the noise is a change of brightness alone, apart from pixels where a
-channel reaches 0 or 1: converting the photo to grayscale keeps it, where it removes most of
-colour noise.
+summed over them) and the projection keeps every channel within [0, 1] by one bound, so the
+noise is a change of brightness alone: converting the photo to grayscale keeps it, where it
+removes most of colour noise.
 """
 
 from __future__ import annotations
@@ -123,9 +123,14 @@ class MinMinResult:
         return self.noise[labels[index]] if self.form is NoiseForm.CLASS else self.noise[index]
 
 
-def project(noise: torch.Tensor, images: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clamp ``noise`` to the eps-ball and so that ``images + noise`` stays inside [0, 1]."""
+def project(
+    noise: torch.Tensor, images: torch.Tensor, eps: float, gray: bool = False
+) -> torch.Tensor:
+    """Clamp ``noise`` to the eps-ball and so that ``images + noise`` stays inside [0, 1]; with
+    ``gray``, by one bound for all channels, so that noise equal on every channel stays equal."""
     noise = noise.clamp(-eps, eps)
+    if gray:
+        return noise.clamp((-images).amax(1, keepdim=True), (1 - images).amin(1, keepdim=True))
     return (images + noise).clamp(0, 1) - images
 
 
@@ -344,7 +349,7 @@ class ErrorMinimizingNoise:
                         -s.eps, s.eps
                     )
                 else:
-                    result.noise = project(result.noise + step, protected, s.eps)
+                    result.noise = project(result.noise + step, protected, s.eps, s.gray)
         finally:
             for parameter in self.model.parameters():
                 parameter.requires_grad_(True)
