@@ -275,9 +275,9 @@ def protect(
         bool,
         typer.Option(
             "--gray-noise/--colour-noise",
-            help="Noise of brightness alone, the same on red, green and blue: at the same "
-            "--eps far less visible than colour noise, and kept by grayscale conversion "
-            "(see README).",
+            help="Noise of brightness alone, the same on red, green and blue: no colour tint, "
+            "and grayscale conversion keeps it, but at the same --eps it protected less than "
+            "colour noise (see README).",
             rich_help_panel=OPTIMISATION,
         ),
     ] = False,
