@@ -328,6 +328,12 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
     }
 
 
+def chosen_datasets(short_names: list[str]) -> dict[str, ProtectConfig | None]:
+    """The datasets of ``robust_datasets`` asked for by their short names (``eps16``, not
+    ``eps16-<key>``)."""
+    return {n: c for n, c in robust_datasets().items() if n.split("-")[0] in short_names}
+
+
 def protected_rgbs(
     user: str, name: str, config: ProtectConfig, seed: int, surrogate: list[str]
 ) -> tuple[list[np.ndarray], float]:
@@ -450,7 +456,7 @@ def robust_phase(
     """Standard vs --robust protection under countermeasures and the adaptive attacker. Every
     (user, dataset, seed, attack, attacker) is one cached row, so runs can be split and resumed;
     the summary covers every row measured so far."""
-    configs = {n: c for n, c in robust_datasets().items() if n.split("-")[0] in datasets}
+    configs = chosen_datasets(datasets)
     entries: dict[tuple[str, str, str, int], dict] = {}
     for seed in seeds:
         for condition in conditions:
@@ -550,9 +556,7 @@ def survival_phase(
     users: list[str], seeds: list[int], datasets: list[str], surrogate: list[str]
 ) -> None:
     """The noise kept by each countermeasure, per protected dataset (cached .npz reused)."""
-    configs = {
-        n: c for n, c in robust_datasets().items() if c is not None and n.split("-")[0] in datasets
-    }
+    configs = {n: c for n, c in chosen_datasets(datasets).items() if c is not None}
     rows: dict[str, list[dict]] = {}
     for seed in seeds:
         for user in users:
@@ -625,7 +629,7 @@ def strangers_phase(
 ) -> None:
     """Per user, dataset and seed: the share of the user's held-out photos and of each
     stranger's photos that the ResNet-18 attacker labels as the user."""
-    configs = {n: c for n, c in robust_datasets().items() if n.split("-")[0] in datasets}
+    configs = chosen_datasets(datasets)
     rows = []
     for seed in seeds:
         for user in users:
