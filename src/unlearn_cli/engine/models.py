@@ -123,6 +123,25 @@ def _mobilenet(num_classes: int) -> Classifier:
     return Classifier(backbone, 1280, num_classes)
 
 
+def _mobilenet_v3(num_classes: int) -> Classifier:
+    from torchvision.models import mobilenet_v3_small
+
+    trunk = mobilenet_v3_small()
+    trunk.classifier[-1] = nn.Identity()
+    for module in trunk.modules():  # torchvision's 0.01 suits ImageNet's long training; after
+        if isinstance(module, nn.BatchNorm2d):  # a few hundred steps its running statistics
+            module.momentum = 0.1  # are still far off, and the model predicts one class
+    return Classifier(trunk, 1024, num_classes)
+
+
+def _shufflenet(num_classes: int) -> Classifier:
+    from torchvision.models import shufflenet_v2_x1_0
+
+    trunk = shufflenet_v2_x1_0()
+    trunk.fc = nn.Identity()
+    return Classifier(trunk, 1024, num_classes)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -137,6 +156,12 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec("vgg_small", "VGG-style CNN, 4 conv stages with batch norm", _vgg_small),
         ModelSpec("mobilenet", "torchvision MobileNetV2, width 0.5", _mobilenet),
+        ModelSpec(
+            "mobilenet_v3",
+            "torchvision MobileNetV3-Small, batch-norm momentum 0.1 (an attacker)",
+            _mobilenet_v3,
+        ),
+        ModelSpec("shufflenet", "torchvision ShuffleNetV2 x1.0 (an attacker)", _shufflenet),
     )
 }
 
