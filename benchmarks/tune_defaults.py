@@ -322,10 +322,25 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "rounds40": ProtectConfig(rounds=40, min_rounds=40),
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
+        "ens": ProtectConfig(ensemble=("vgg_small",)),
+        "ens3": ProtectConfig(ensemble=("vgg_small", "mobilenet")),
+        "k3": ProtectConfig(match_k=3, match_random=0),
+        "k5": ProtectConfig(match_k=5, match_random=0),
+        "surr9": ProtectConfig(),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
     }
+
+
+# datasets protected against more surrogate identities than the surrogate half: the two of
+# ../shared/data/faces with under 100 photos, which neither half holds
+EXTRA_SURROGATES = {"surr9": ["Jessica_Alba", "Lindsay_Lohan"]}
+
+
+def surrogate_of(name: str, surrogate: list[str]) -> list[str]:
+    """The surrogate identities a dataset is protected against."""
+    return surrogate + EXTRA_SURROGATES.get(name.split("-")[0], [])
 
 
 def chosen_datasets(short_names: list[str]) -> dict[str, ProtectConfig | None]:
@@ -342,7 +357,9 @@ def protected_rgbs(
     if not path.exists():
         protected_paths, _ = user_split(user)
         started = time.perf_counter()
-        rgbs, _ = protect_with_pipeline(protected_paths, surrogate, seed, config)
+        rgbs, _ = protect_with_pipeline(
+            protected_paths, surrogate_of(name, surrogate), seed, config
+        )
         seconds = time.perf_counter() - started
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, rgbs=np.stack(rgbs), seconds=np.array(seconds))
@@ -452,6 +469,7 @@ def robust_phase(
     datasets: list[str],
     surrogate: list[str],
     pool: list[str],
+    results: str = "robust",
 ) -> None:
     """Standard vs --robust protection under countermeasures and the adaptive attacker. Every
     (user, dataset, seed, attack, attacker) is one cached row, so runs can be split and resumed;
@@ -506,7 +524,7 @@ def robust_phase(
         "summary": summary,
         "rows": table,
     }
-    out = ROOT / "results" / "tune_defaults_robust.json"
+    out = ROOT / "results" / f"tune_defaults_{results}.json"
     out.write_text(json.dumps(measured, indent=2))
     out.with_suffix(".md").write_text(robust_markdown(measured))
     print(robust_markdown(measured))
@@ -726,6 +744,11 @@ def main() -> None:
         help="robust, strangers, survival: what the attacker scrapes "
         f"({', '.join(name.split('-')[0] for name in robust_datasets())})",
     )
+    parser.add_argument(
+        "--results",
+        default="robust",
+        help="robust: the results' name, results/tune_defaults_<NAME>.{json,md} (default robust)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("UNLEARN_CACHE_DIR", str(ROOT / "results" / "cache" / "unlearn"))
@@ -741,7 +764,15 @@ def main() -> None:
             raise SystemExit(f"unknown conditions {sorted(unknown)}; known: {ROBUST_CONDITIONS}")
         ACTIVE_ATTACKERS = args.attackers.split(",")
         datasets = args.datasets.split(",")
-        robust_phase(args.users.split(","), seeds, conditions, datasets, surrogate, attacker_pool)
+        robust_phase(
+            args.users.split(","),
+            seeds,
+            conditions,
+            datasets,
+            surrogate,
+            attacker_pool,
+            args.results,
+        )
         return
     if args.phase == "strangers":
         seeds = [int(seed) for seed in args.seeds.split(",")]

@@ -105,6 +105,20 @@ def test_rem_protection_is_recorded_and_keeps_the_budget(
     _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
 
 
+def test_an_ensemble_of_surrogates_is_recorded_and_keeps_the_budget(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
+    args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    refused = run(*args, "--ensemble", "alexnet")
+    assert refused.exit_code == 2 and "unknown surrogate model 'alexnet'" in refused.output
+    result = run(*args, "--ensemble", "vgg_small", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["settings"]["ensemble"] == ["vgg_small"]
+    assert manifest["optimisation"]["ensemble"] == ["vgg_small"]
+    _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
+
+
 def test_gray_noise_changes_brightness_alone_within_the_budget(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:

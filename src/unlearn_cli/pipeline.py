@@ -289,10 +289,13 @@ def _optimise(
     emit(PhaseStarted("optimising noise", config.rounds))
     if resume is not None:
         emit(PhaseAdvanced(len(resume.rounds)))
-    model = create_model(config.surrogate_model, len(class_names) + len(selected), seed=config.seed)
+    models = [
+        create_model(name, len(class_names) + len(selected), seed=config.seed).to(device)
+        for name in (config.surrogate_model, *config.ensemble)
+    ]
     labels = _crop_labels(prepared)
     settings = config.minmin_settings().for_device(device)
-    result = ErrorMinimizingNoise(model.to(device), settings).generate(
+    result = ErrorMinimizingNoise(models, settings).generate(
         torch.cat([item.crops for item in prepared]),
         labels,
         other_images,
@@ -903,6 +906,7 @@ class _ManifestWriter:
         self.content["optimisation"].update(
             {
                 "surrogate_model": config.surrogate_model,
+                "ensemble": list(config.ensemble),
                 "converged": result.converged,
                 "rounds": [
                     {
