@@ -1,6 +1,10 @@
-"""The CPU thread policy: idle cores now, never fewer than one, an explicit count wins."""
+"""The CPU thread policy: every usable core, whatever the load; an explicit count wins."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -14,19 +18,23 @@ def test_an_explicit_thread_count_wins_and_is_restored() -> None:
     assert torch.get_num_threads() == before
 
 
-def test_busy_cores_are_left_alone(monkeypatch) -> None:
-    # /proc/stat's first line: user nice system idle iowait ...; one of two cores busy
-    samples = iter([[100, 0, 0, 100, 0], [200, 0, 0, 200, 0]])
-    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
-    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0)
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    assert threads.cpu_threads(None) == 1
+def test_the_default_is_every_usable_core(monkeypatch) -> None:
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    assert threads.cpu_threads(None) == 3
 
 
-def test_an_idle_machine_gets_every_core_and_a_busy_one_still_one(monkeypatch) -> None:
-    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0)
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
-    samples = iter([[0, 0, 0, 0, 0], [0, 0, 0, 400, 0], [0, 0, 0, 0, 0], [400, 0, 0, 0, 0]])
-    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
-    assert threads.cpu_threads(None) == 4
-    assert threads.cpu_threads(None) == 1
+def test_openmp_threads_wait_passively_unless_the_user_chose_otherwise() -> None:
+    code = "import os, unlearn_cli; print(os.environ['OMP_WAIT_POLICY'])"
+    unset = {name: value for name, value in os.environ.items() if name != "OMP_WAIT_POLICY"}
+    default = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=unset
+    )
+    assert default.stdout.strip() == "PASSIVE"
+    chosen = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"},
+    )
+    assert chosen.stdout.strip() == "ACTIVE"

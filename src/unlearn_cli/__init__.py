@@ -14,7 +14,13 @@ Names are imported lazily, so that ``unlearn --help`` starts without loading tor
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# OpenMP threads that spin while they wait made two threads 33 times slower than one on a busy
+# 2-core machine; waiting passively keeps the default thread count (every core, so that the
+# noise does not depend on the load; see ``threads``) safe there. Read when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

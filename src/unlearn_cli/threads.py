@@ -4,42 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 
 import torch
 
-SAMPLE_SECONDS = 0.25
-
 
 def cpu_threads(choice: int | None) -> int:
-    """Threads for CPU work. Small convolutions gain from a second thread when the machine is
-    idle (1.7x on 2 cores) and lose badly when the cores are busy (33x slower with another
-    process running), so by default only the cores idle right now are used, at least one."""
+    """Threads for CPU work: ``choice``, or every core this process may use. Never the cores
+    that happen to be idle: CPU results depend on the thread count (oneDNN sums convolution
+    gradients in per-thread parts), so a count that followed the machine's load would change
+    the noise with it. A busy machine is instead handled by OpenMP's passive waiting (set
+    before torch loads, in the package's ``__init__``)."""
     if choice is not None:
         return choice
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, round(idle_cores(cores))))
+    return usable_cores()
 
 
-def idle_cores(cores: int) -> float:
-    """Cores idle over the next SAMPLE_SECONDS, from /proc/stat; where there is none, the cores
-    the load average leaves free (it lags by about a minute, so /proc/stat comes first)."""
-    try:
-        first = _cpu_times()
-        time.sleep(SAMPLE_SECONDS)
-        second = _cpu_times()
-    except OSError:
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        return cores - busy
-    total = sum(second) - sum(first)
-    idle = (second[3] + second[4]) - (first[3] + first[4])  # idle and iowait
-    return cores * idle / total if total > 0 else cores
-
-
-def _cpu_times() -> list[int]:
-    with open("/proc/stat", encoding="ascii") as stat:
-        return [int(value) for value in stat.readline().split()[1:]]
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
