@@ -21,7 +21,9 @@ from unlearn_cli.pipeline import Notice, PhotoFailed, RoundFinished, protect
 from .conftest import FAST_OPTIONS, pattern_image
 
 runner = CliRunner()
-CONFIG = ProtectConfig(resolution=16, rounds=3, min_rounds=3, steps=2, train_steps=2)
+# two threads, not the default (every core): the write test needs two writers, and a run must
+# be compared with runs of the same thread count (see the thread-count test)
+CONFIG = ProtectConfig(resolution=16, rounds=3, min_rounds=3, steps=2, train_steps=2, threads=2)
 
 
 def _photos(folder: Path, count: int = 4) -> Path:
@@ -97,7 +99,7 @@ def test_an_interrupted_write_keeps_what_is_written_and_resumes(
 
     monkeypatch.setattr(pipeline, "_write_one", write_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        _run(folder, out, tiny_surrogate, config=replace(CONFIG, threads=2))  # 2 writers
+        _run(folder, out, tiny_surrogate)
     assert fourth_written.is_set()
     manifest = json.loads((out / "unlearn-manifest.json").read_text())
     # the write that finished beside the interrupted one is listed too: a file on disk but not
@@ -114,6 +116,29 @@ def test_an_interrupted_write_keeps_what_is_written_and_resumes(
     assert not [e for e in events if isinstance(e, RoundFinished)]  # noise from the checkpoint
     assert result.manifest["complete"] and len(result.manifest["photos"]) == 4
     assert _outputs(out) == _outputs(tmp_path / "straight")
+
+
+def test_another_thread_count_protects_again_instead_of_resuming(
+    tmp_path: Path, tiny_surrogate: Path
+) -> None:
+    folder = _photos(tmp_path / "in")
+    _run(folder, tmp_path / "one", tiny_surrogate, config=replace(CONFIG, threads=1))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        _run(folder, out, tiny_surrogate, on_event=_StopAt(2))
+    events: list = []
+    result = _run(
+        folder, out, tiny_surrogate, on_event=events.append, config=replace(CONFIG, threads=1)
+    )
+    notices = [event.message for event in events if isinstance(event, Notice)]
+    assert not [notice for notice in notices if notice.startswith("resuming")]
+    assert [e.report.round for e in events if isinstance(e, RoundFinished)] == [1, 2, 3]
+    assert result.manifest["compute"] == "cpu, 1 thread(s)"
+    assert _outputs(out) == _outputs(tmp_path / "one")  # as a 1-thread run, not a mixture
+    inputs = collect_inputs([str(folder)], out, ClassLayout.AUTO)
+    plan = protect(inputs, CONFIG, surrogate=str(tiny_surrogate), dry_run=True)  # 2 threads
+    reason = "made with cpu, 1 thread(s), this run uses cpu, 2 thread(s) (the noise depends on it)"
+    assert {(p["action"], p["reason"]) for p in plan.manifest["photos"]} == {("redo", reason)}
 
 
 def _cli(*args: str):

@@ -186,17 +186,19 @@ def _protect(
     emit = on_event or (lambda _event: None)
     started = time.perf_counter()
     output_root = input_set.output_root
+    device = resolve_device(config.device)
+    compute = _compute(device)
     run_key = cache_key(
-        config.output_key, surrogates.surrogate_choice(surrogate), sorted(exclude_classes)
+        config.output_key, surrogates.surrogate_choice(surrogate), sorted(exclude_classes), compute
     )
     failures: list[dict] = []
     for folder in input_set.skipped_folders:
         emit(Notice(f"{folder} holds protected output of an earlier run: not taken as input"))
     previous = _previous_manifest(output_root, emit)
-    plan = _plan(input_set, previous, run_key, overwrite, failures, emit, debug)
+    changed = _settings_changed(previous or {}, config, compute)
+    plan = _plan(input_set, previous, run_key, changed, overwrite, failures, emit, debug)
     if dry_run:
         return _dry_run_result(input_set, config, plan, failures)
-    device = resolve_device(config.device)
     todo = [item for item in plan if item.action in (Action.PROTECT, Action.REDO)]
     surrogate_root, spec = resolve_surrogate(surrogate) if todo else (None, None)
     _check_writable(output_root)
@@ -204,7 +206,7 @@ def _protect(
     for item in plan:
         if item.action is Action.REFUSE:
             _record_failure(failures, emit, item.photo, item.reason)
-    manifest = _ManifestWriter(input_set, config, run_key, device, started, done, failures)
+    manifest = _ManifestWriter(input_set, config, run_key, device, compute, started, done, failures)
     if previous is not None and previous.get("run_key") == run_key:
         manifest.carry_over(previous)
     if done:
@@ -433,16 +435,38 @@ def _previous_manifest(output_root: Path, emit: Callable[[Event], None]) -> dict
     return None
 
 
+def _compute(device: torch.device) -> str:
+    """What the written bytes depend on besides the settings: the device type, and on a CPU the
+    thread count (oneDNN sums convolution gradients in per-thread parts), so a rerun with
+    another count protects again instead of mixing noises or resuming another run's."""
+    if device.type == "cpu":
+        return f"cpu, {torch.get_num_threads()} thread(s)"
+    return device.type
+
+
+def _settings_changed(previous: dict, config: ProtectConfig, compute: str) -> str:
+    """Why an earlier run's photos are redone: its compute, when only that changed."""
+    ignored = ("device", "threads")
+    earlier = {k: v for k, v in previous.get("settings", {}).items() if k not in ignored}
+    now = {k: v for k, v in config.as_dict().items() if k not in ignored}
+    made_with = previous.get("compute")
+    if earlier == now and made_with and made_with != compute:
+        return f"made with {made_with}, this run uses {compute} (the noise depends on it)"
+    return "the settings changed"
+
+
 def _plan(
     input_set: InputSet,
     previous: dict | None,
     run_key: str,
+    changed: str,
     overwrite: bool,
     failures: list[dict],
     emit: Callable[[Event], None],
     debug: bool,
 ) -> list[PlannedPhoto]:
-    """Decide per photo: protect, redo, skip (already done) or refuse (foreign output)."""
+    """Decide per photo: protect, redo (``changed`` says why, when the settings or compute
+    changed), skip (already done) or refuse (foreign output)."""
     earlier = {entry["source"]: entry for entry in (previous or {}).get("photos", [])}
     same_settings = previous is not None and previous.get("run_key") == run_key
     emit(PhaseStarted("checking photos", len(input_set.photos)))
@@ -472,7 +496,7 @@ def _plan(
         elif entry["source_sha256"] != sha:
             action, reason = Action.REDO, "the original changed"
         elif not same_settings:
-            action, reason = Action.REDO, "the settings changed"
+            action, reason = Action.REDO, changed
         elif sha256_file(target) != entry.get("output_sha256"):
             action, reason = Action.REDO, "the protected copy was modified"
         else:
@@ -851,6 +875,7 @@ class _ManifestWriter:
         config: ProtectConfig,
         run_key: str,
         device: torch.device,
+        compute: str,
         started: float,
         photos: list[dict],
         failures: list[dict],
@@ -873,6 +898,7 @@ class _ManifestWriter:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "interrupted": False,
             "run_key": run_key,
+            "compute": compute,
             "settings": config.as_dict(),
             "input_root": str(input_set.root),
             "classes": input_set.class_names,

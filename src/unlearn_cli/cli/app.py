@@ -211,7 +211,8 @@ def protect(
     threads: Annotated[
         int | None,
         typer.Option(
-            help="CPU threads \\[default: the cores idle when the run starts, at least 1].",
+            help="CPU threads \\[default: every core]; on a CPU the noise depends on the count, "
+            "so a rerun with another count protects again.",
             show_default=False,
         ),
     ] = None,
