@@ -45,26 +45,40 @@ def serve(folder: Path) -> Iterator[str]:
 
 
 def _lfw_like_archive(tmp_path: Path) -> tuple[Path, str]:
-    """A small archive in LFW's layout: lfw-deepfunneled/<Person>/<Person>_0001.jpg."""
+    """A small archive in LFW's layout, lfw_funneled/<Person>/<Person>_0001.jpg, served under
+    figshare's name for it; and its SHA-256."""
     tree = tmp_path / "tree"
     root = write_class_folder(
-        tree / "lfw-deepfunneled",
+        tree / "lfw_funneled",
         {"Ada_Lovelace": 3, "Alan_Turing": 2, "Grace_Hopper": 3},
         size=(250, 250),
     )
-    archive = tmp_path / "served" / "lfw-deepfunneled.tgz"
-    archive.parent.mkdir()
+    archive = tmp_path / "served" / "files" / "5976015"
+    archive.parent.mkdir(parents=True)
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(root, arcname="lfw-deepfunneled")
-    return archive, hashlib.md5(archive.read_bytes()).hexdigest()
+        tar.add(root, arcname="lfw_funneled")
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_lfw_comes_from_the_mirror_that_scikit_learn_maintains() -> None:
+    lfw = pytest.importorskip("sklearn.datasets._lfw", reason="scikit-learn is a test extra")
+    spec = NAMED_SURROGATES["lfw"]
+    assert spec.urls[0] == lfw.FUNNELED_ARCHIVE.url
+    assert (spec.algorithm, spec.checksum) == ("sha256", lfw.FUNNELED_ARCHIVE.checksum)
+    assert spec.filename == lfw.FUNNELED_ARCHIVE.filename
+    assert all("umass.edu" not in url for url in spec.urls)  # no longer serves LFW
 
 
 def test_named_surrogate_downloads_once_then_works_offline(tmp_path: Path) -> None:
-    archive, md5 = _lfw_like_archive(tmp_path)
+    archive, sha256 = _lfw_like_archive(tmp_path)
     cache = tmp_path / "cache"
-    with serve(archive.parent) as base:
+    with serve(tmp_path / "served") as base:
+        dead = f"{base}/missing/5976015"  # the first mirror answers 404: the second serves it
         spec = replace(
-            NAMED_SURROGATES["lfw"], url=f"{base}/{archive.name}", md5=md5, min_per_class=3
+            NAMED_SURROGATES["lfw"],
+            urls=(dead, f"{base}/files/5976015"),
+            checksum=sha256,
+            min_per_class=3,
         )
         folder = ensure_downloaded(spec, cache)
     assert sorted(p.name for p in folder.iterdir()) == [
@@ -72,7 +86,7 @@ def test_named_surrogate_downloads_once_then_works_offline(tmp_path: Path) -> No
         "Alan_Turing",
         "Grace_Hopper",
     ]
-    assert not (folder.parent / archive.name).exists()  # the archive is not kept
+    assert not (folder.parent / spec.filename).exists()  # the archive is not kept
     # the server is gone: the cached copy is used, and people with too few photos are left out
     assert ensure_downloaded(spec, cache) == folder
     surrogate = load_surrogate(folder, spec, set(), set())
@@ -81,9 +95,10 @@ def test_named_surrogate_downloads_once_then_works_offline(tmp_path: Path) -> No
 
 
 def test_corrupt_download_fails_its_integrity_check(tmp_path: Path) -> None:
-    archive, _ = _lfw_like_archive(tmp_path)
-    with serve(archive.parent) as base:
-        spec = replace(NAMED_SURROGATES["lfw"], url=f"{base}/{archive.name}", md5="0" * 32)
+    _lfw_like_archive(tmp_path)
+    with serve(tmp_path / "served") as base:
+        url = f"{base}/files/5976015"
+        spec = replace(NAMED_SURROGATES["lfw"], urls=(url,), checksum="0" * 64)
         with pytest.raises(SurrogateUnavailableError, match="integrity"):
             ensure_downloaded(spec, tmp_path / "cache")
     assert not (tmp_path / "cache" / "surrogates" / "lfw" / "complete.json").exists()
@@ -92,7 +107,7 @@ def test_corrupt_download_fails_its_integrity_check(tmp_path: Path) -> None:
 def test_no_network_and_no_cache_is_one_line_naming_the_flag(tmp_path: Path) -> None:
     with serve(tmp_path) as base:
         dead = base  # the server stops when the block ends: nothing listens there any more
-    spec = replace(NAMED_SURROGATES["lfw"], url=f"{dead}/lfw-deepfunneled.tgz")
+    spec = replace(NAMED_SURROGATES["lfw"], urls=(f"{dead}/a", f"{dead}/b"))
     with pytest.raises(SurrogateUnavailableError) as failure:
         ensure_downloaded(spec, tmp_path / "cache")
     message = str(failure.value)
@@ -119,7 +134,8 @@ def test_cifar_archive_is_unpacked_into_class_folders(tmp_path: Path) -> None:
         tar.add(batches, arcname="cifar-10-batches-py")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     with serve(archive.parent) as base:
-        spec = replace(NAMED_SURROGATES["cifar10"], url=f"{base}/{archive.name}", md5=md5)
+        url = f"{base}/{archive.name}"
+        spec = replace(NAMED_SURROGATES["cifar10"], urls=(url,), checksum=md5)
         folder = ensure_downloaded(spec, tmp_path / "cache")
     assert sorted(p.name for p in folder.iterdir()) == ["cat", "dog"]
     assert len(list((folder / "cat").iterdir())) == 3

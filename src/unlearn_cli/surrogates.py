@@ -1,12 +1,14 @@
 """Surrogate datasets: local class folders, named downloads with an integrity-checked cache.
 
 A surrogate supplies the classes that the user's photos must be told apart from. Every surrogate
-ends up as a folder laid out as ``<class>/<image>``; named ones are downloaded once, checked
-against a published MD5, unpacked into the cache and marked complete.
+ends up as a folder laid out as ``<class>/<image>``; named ones are downloaded once (from the
+first of their mirrors that answers), checked against a published checksum, unpacked into the
+cache and marked complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -33,37 +35,43 @@ class NamedSurrogate:
 
     name: str
     description: str
-    url: str
-    md5: str
+    urls: tuple[str, ...]  # mirrors of one archive, tried in order
+    filename: str
+    algorithm: str  # of the published checksum: "sha256" or "md5"
+    checksum: str
     layout: str  # "folders": the archive holds <root>/<class>/<image>; "cifar": python pickles
     archive_root: str
     min_per_class: int = 1
     crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) applied on load
     kind: str = "faces"
 
-    @property
-    def archive_name(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
 
 NAMED_SURROGATES: dict[str, NamedSurrogate] = {
     spec.name: spec
     for spec in (
-        NamedSurrogate(
+        NamedSurrogate(  # the archive and checksum scikit-learn's fetch_lfw_people uses, since
+            # vis-www.cs.umass.edu stopped serving LFW; figshare under both its download hosts
             name="lfw",
-            description="Labeled Faces in the Wild (deep-funneled), people with 20+ photos",
-            url="http://vis-www.cs.umass.edu/lfw/lfw-deepfunneled.tgz",
-            md5="68331da3eb755a505a502b5aacb3c201",
+            description="Labeled Faces in the Wild (funneled), people with 20+ photos",
+            urls=(
+                "https://ndownloader.figshare.com/files/5976015",
+                "https://figshare.com/ndownloader/files/5976015",
+            ),
+            filename="lfw-funneled.tgz",
+            algorithm="sha256",
+            checksum="b47c8422c8cded889dc5a13418c4bc2abbda121092b3533a83306f90d900100a",
             layout="folders",
-            archive_root="lfw-deepfunneled",
+            archive_root="lfw_funneled",
             min_per_class=20,
             crop=(61, 61, 189, 189),
         ),
         NamedSurrogate(
             name="cifar10",
             description="CIFAR-10 training set (general images, 10 classes)",
-            url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-            md5="c58f30108f718f92721af3b95e74349a",
+            urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+            filename="cifar-10-python.tar.gz",
+            algorithm="md5",
+            checksum="c58f30108f718f92721af3b95e74349a",
             layout="cifar",
             archive_root="cifar-10-batches-py",
             kind="general",
@@ -127,42 +135,54 @@ def resolve_surrogate(
 
 def ensure_downloaded(spec: NamedSurrogate, cache: Path) -> Path:
     """The unpacked class folder of ``spec``, downloading and checking it if not cached yet."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import extract_archive
 
     home = cache / "surrogates" / spec.name
     classes_root = home / "classes"
     marker = home / "complete.json"
-    if marker.exists() and json.loads(marker.read_text()).get("md5") == spec.md5:
+    if marker.exists() and json.loads(marker.read_text()).get("checksum") == spec.checksum:
         return classes_root
     home.mkdir(parents=True, exist_ok=True)
-    try:
-        download_and_extract_archive(
-            spec.url,
-            download_root=home,
-            extract_root=home / "unpacked",
-            filename=spec.archive_name,
-            md5=spec.md5,
-        )
-    except (urllib.error.URLError, OSError) as error:
-        raise SurrogateUnavailableError(
-            f"cannot download surrogate {spec.name!r} from {spec.url} and it is not cached in "
-            f"{home} ({error}); offline, pass --surrogate DIR with a local <class>/<image> folder"
-        ) from error
-    except RuntimeError as error:  # torchvision's integrity check
-        (home / spec.archive_name).unlink(missing_ok=True)
-        raise SurrogateUnavailableError(
-            f"surrogate {spec.name!r} downloaded from {spec.url} failed its integrity check "
-            f"({error}); try again, or pass --surrogate DIR"
-        ) from error
+    archive = _download(spec, home)
+    extract_archive(str(archive), str(home / "unpacked"))
     shutil.rmtree(classes_root, ignore_errors=True)
     if spec.layout == "cifar":
         _unpack_cifar(home / "unpacked" / spec.archive_root, classes_root)
     else:
         (home / "unpacked" / spec.archive_root).rename(classes_root)
     shutil.rmtree(home / "unpacked", ignore_errors=True)
-    (home / spec.archive_name).unlink(missing_ok=True)
-    marker.write_text(json.dumps({"md5": spec.md5, "url": spec.url}))
+    archive.unlink(missing_ok=True)
+    marker.write_text(json.dumps({"checksum": spec.checksum, "url": archive.name}))
     return classes_root
+
+
+def _download(spec: NamedSurrogate, home: Path) -> Path:
+    """The archive of ``spec`` in ``home``, from the first mirror that serves it intact."""
+    from torchvision.datasets.utils import download_url
+
+    archive = home / spec.filename
+    problems = []
+    for url in spec.urls:
+        archive.unlink(missing_ok=True)  # a partial file of an interrupted download
+        try:
+            download_url(url, str(home), spec.filename)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            problems.append(f"{url}: {' '.join(str(error).split())}")
+            continue
+        if _digest(archive, spec.algorithm) == spec.checksum:
+            return archive
+        archive.unlink(missing_ok=True)
+        problems.append(f"{url}: failed its integrity check ({spec.algorithm})")
+    raise SurrogateUnavailableError(
+        f"cannot download surrogate {spec.name!r} and it is not cached in {home} "
+        f"({'; '.join(problems)}); offline, pass --surrogate DIR with a local "
+        "<class>/<image> folder"
+    )
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 def _unpack_cifar(batches: Path, classes_root: Path, per_class: int = 1000) -> None:
