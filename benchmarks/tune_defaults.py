@@ -322,25 +322,10 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "rounds40": ProtectConfig(rounds=40, min_rounds=40),
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
-        "ens": ProtectConfig(ensemble=("vgg_small",)),
-        "ens3": ProtectConfig(ensemble=("vgg_small", "mobilenet")),
-        "k3": ProtectConfig(match_k=3, match_random=0),
-        "k5": ProtectConfig(match_k=5, match_random=0),
-        "surr9": ProtectConfig(),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
     }
-
-
-# datasets protected against more surrogate identities than the surrogate half: the two of
-# ../shared/data/faces with under 100 photos, which neither half holds
-EXTRA_SURROGATES = {"surr9": ["Jessica_Alba", "Lindsay_Lohan"]}
-
-
-def surrogate_of(name: str, surrogate: list[str]) -> list[str]:
-    """The surrogate identities a dataset is protected against."""
-    return surrogate + EXTRA_SURROGATES.get(name.split("-")[0], [])
 
 
 def chosen_datasets(short_names: list[str]) -> dict[str, ProtectConfig | None]:
@@ -357,9 +342,7 @@ def protected_rgbs(
     if not path.exists():
         protected_paths, _ = user_split(user)
         started = time.perf_counter()
-        rgbs, _ = protect_with_pipeline(
-            protected_paths, surrogate_of(name, surrogate), seed, config
-        )
+        rgbs, _ = protect_with_pipeline(protected_paths, surrogate, seed, config)
         seconds = time.perf_counter() - started
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, rgbs=np.stack(rgbs), seconds=np.array(seconds))

@@ -105,20 +105,6 @@ def test_rem_protection_is_recorded_and_keeps_the_budget(
     _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
 
 
-def test_an_ensemble_of_surrogates_is_recorded_and_keeps_the_budget(
-    photo_folder: Path, tiny_surrogate: Path
-) -> None:
-    args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
-    refused = run(*args, "--ensemble", "alexnet")
-    assert refused.exit_code == 2 and "unknown surrogate model 'alexnet'" in refused.output
-    result = run(*args, "--ensemble", "vgg_small", "--json")
-    assert result.exit_code == 0, result.output
-    manifest = json.loads(result.stdout)
-    assert manifest["settings"]["ensemble"] == ["vgg_small"]
-    assert manifest["optimisation"]["ensemble"] == ["vgg_small"]
-    _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
-
-
 def test_gray_noise_changes_brightness_alone_within_the_budget(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:
@@ -261,7 +247,7 @@ def test_offline_default_surrogate_error_names_the_flag(photo_folder: Path, monk
 
     from unlearn_cli import surrogates
 
-    offline = replace(surrogates.NAMED_SURROGATES["lfw"], url="http://127.0.0.1:9/lfw.tgz")
+    offline = replace(surrogates.NAMED_SURROGATES["lfw"], urls=("http://127.0.0.1:9/lfw.tgz",))
     monkeypatch.setitem(surrogates.NAMED_SURROGATES, "lfw", offline)
     result = run("protect", str(photo_folder), *FAST_OPTIONS)
     assert result.exit_code == 2

@@ -310,36 +310,3 @@ def test_gray_noise_is_the_same_on_every_channel_and_still_lowers_the_loss() -> 
         clean = torch.nn.functional.cross_entropy(model(own), own_labels)
         noisy = torch.nn.functional.cross_entropy(model(own + noise), own_labels)
     assert noisy < clean
-
-
-def test_an_ensemble_lowers_every_surrogate_s_loss_and_resumes_exactly() -> None:
-    own, own_labels = _separable(6, 2, seed=5)
-    others, other_labels = _separable(8, 2, seed=6)
-    other_labels = other_labels + 2
-
-    def run(max_rounds: int, resume=None) -> tuple:
-        checkpoints = []
-        models = [create_model(name, 4, seed=0) for name in ("resnet_small", "vgg_small")]
-        settings_ = dataclasses.replace(SMALL_RUN, max_rounds=max_rounds, min_rounds=max_rounds)
-        result = ErrorMinimizingNoise(models, settings_).generate(
-            own,
-            own_labels,
-            others,
-            other_labels,
-            torch.Generator().manual_seed(0),
-            on_checkpoint=checkpoints.append,
-            resume=resume,
-        )
-        return result, checkpoints, models
-
-    straight, _, models = run(3)
-    for model in models:
-        model.eval()
-        with torch.no_grad():
-            clean = torch.nn.functional.cross_entropy(model(own), own_labels)
-            noisy = torch.nn.functional.cross_entropy(model(own + straight.noise), own_labels)
-        assert noisy < clean
-    _, checkpoints, _ = run(2)
-    assert len(checkpoints[-1].ensemble) == 1
-    resumed, _, _ = run(3, resume=checkpoints[-1])
-    assert torch.equal(resumed.noise, straight.noise)

@@ -54,7 +54,6 @@ class ProtectConfig:
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
     surrogate_model: str = "resnet_small"
-    ensemble: tuple[str, ...] = ()  # more surrogate architectures the noise is optimised against
     warmup_epochs: int = 10
     match_k: int = 10
     match_random: int = 2
@@ -88,11 +87,11 @@ class ProtectConfig:
             problems.append(f"--rem must be between 0 and eps ({self.eps}), got {self.rem_radius}")
         if not 0 < self.stop_accuracy <= 1:
             problems.append(f"--stop-accuracy must be in (0, 1], got {self.stop_accuracy}")
-        for name in (self.surrogate_model, *self.ensemble):
-            if name not in MODELS:
-                problems.append(
-                    f"unknown surrogate model {name!r}; choose one of: {', '.join(MODELS)}"
-                )
+        if self.surrogate_model not in MODELS:
+            problems.append(
+                f"unknown surrogate model {self.surrogate_model!r}; "
+                f"choose one of: {', '.join(MODELS)}"
+            )
         if self.match_k < 1 or self.match_random < 0 or self.max_per_class < 1:
             problems.append("--match-k and --max-per-class must be >= 1, --match-random >= 0")
         if problem := device_problem(self.device):
@@ -155,17 +154,13 @@ class ProtectConfig:
 
     def as_dict(self) -> dict:
         """JSON-ready; the degradations only where they shape the noise (``robust``), REM's
-        settings, ``gray`` and ``ensemble`` only when they are on, so that outputs
-        written before they existed keep their key."""
+        settings and ``gray`` only when they are on, so that outputs written before they existed
+        keep their key."""
         values = asdict(self)
         if not self.rem_radius:
             del values["rem_radius"], values["rem_steps"]
         if not self.gray:
             del values["gray"]
-        if not self.ensemble:
-            del values["ensemble"]
-        else:
-            values["ensemble"] = list(self.ensemble)
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

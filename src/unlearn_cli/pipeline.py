@@ -291,13 +291,10 @@ def _optimise(
     emit(PhaseStarted("optimising noise", config.rounds))
     if resume is not None:
         emit(PhaseAdvanced(len(resume.rounds)))
-    models = [
-        create_model(name, len(class_names) + len(selected), seed=config.seed).to(device)
-        for name in (config.surrogate_model, *config.ensemble)
-    ]
+    model = create_model(config.surrogate_model, len(class_names) + len(selected), seed=config.seed)
     labels = _crop_labels(prepared)
     settings = config.minmin_settings().for_device(device)
-    result = ErrorMinimizingNoise(models, settings).generate(
+    result = ErrorMinimizingNoise(model.to(device), settings).generate(
         torch.cat([item.crops for item in prepared]),
         labels,
         other_images,
@@ -932,7 +929,6 @@ class _ManifestWriter:
         self.content["optimisation"].update(
             {
                 "surrogate_model": config.surrogate_model,
-                "ensemble": list(config.ensemble),
                 "converged": result.converged,
                 "rounds": [
                     {

@@ -295,16 +295,6 @@ def protect(
     surrogate_model: Annotated[
         str, typer.Option(help="Surrogate architecture.", rich_help_panel=OPTIMISATION)
     ] = "resnet_small",
-    ensemble: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ensemble",
-            help="One more surrogate architecture the noise is optimised against at once "
-            "(repeatable), so that it is less tied to one model's quirks; each adds about "
-            "0.6x the optimisation time (see README).",
-            rich_help_panel=OPTIMISATION,
-        ),
-    ] = None,
     match_k: Annotated[
         int,
         typer.Option(
@@ -421,7 +411,6 @@ def protect(
             rem_radius=rem,
             gray=gray,
             surrogate_model=surrogate_model,
-            ensemble=tuple(ensemble or ()),
             match_k=match_k,
             embedder=Embedder(embedder.value),
             classes=ClassLayout(classes.value),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -157,28 +157,21 @@ class MinMinCheckpoint:
     optimizer: dict
     batches: dict
     generator: torch.Tensor
-    ensemble: list[dict] = field(default_factory=list)  # the other surrogates: model, optimizer
 
 
 class ErrorMinimizingNoise:
-    """Runs the min-min loop for one surrogate model, or an ensemble of them; knows nothing but
-    tensors.
+    """Runs the min-min loop for one surrogate model; knows nothing but tensors."""
 
-    With several models every one is trained in each round on the same batches, and every noise
-    step lowers the sum of their losses: noise that is a shortcut for several architectures at
-    once is less tied to the quirks of one."""
-
-    def __init__(self, model: nn.Module | Sequence[nn.Module], settings: MinMinSettings) -> None:
-        """The models are trained in place (and switched to channels-last memory if asked)."""
-        models = [model] if isinstance(model, nn.Module) else list(model)
-        if settings.channels_last:
-            models = [m.to(memory_format=torch.channels_last) for m in models]
-        self.models = models
+    def __init__(self, model: nn.Module, settings: MinMinSettings) -> None:
+        """``model`` is trained in place (and switched to channels-last memory if asked)."""
+        self.model = (
+            model.to(memory_format=torch.channels_last) if settings.channels_last else model
+        )
         self.settings = settings
-        self.device = next(models[0].parameters()).device
+        self.device = next(model.parameters()).device
 
     def __repr__(self) -> str:
-        return f"ErrorMinimizingNoise({len(self.models)} models, {self.settings})"
+        return f"ErrorMinimizingNoise({self.settings})"
 
     def generate(
         self,
@@ -195,7 +188,7 @@ class ErrorMinimizingNoise:
 
         Labels index one shared class space. Images are NCHW in [0, 1] (float) or uint8.
         ``on_checkpoint`` receives the loop's state after every round; passing one back as
-        ``resume`` (same inputs, settings and fresh models) continues from that round.
+        ``resume`` (same inputs, settings and a fresh model) continues from that round.
         """
         s = self.settings
         protected = as_float(protected_images).to(self.device)
@@ -209,16 +202,14 @@ class ErrorMinimizingNoise:
         )
         noise = torch.zeros(noise_shape, device=self.device)
         result = MinMinResult(noise=noise, form=s.form)
-        optimizers = [make_optimizer(model, TrainSettings(lr=s.lr)) for model in self.models]
+        optimizer = make_optimizer(self.model, TrainSettings(lr=s.lr))
         pool = balanced_pool(protected_labels.cpu(), other_labels.cpu())
         positions = shuffled_batches(len(pool), s.batch_size, generator)
         if resume is not None:
             result = MinMinResult(resume.noise.to(self.device), s.form, list(resume.rounds))
             result.converged = resume.converged
-            states = [{"model": resume.model, "optimizer": resume.optimizer}, *resume.ensemble]
-            for model, optimizer, state in zip(self.models, optimizers, states, strict=True):
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
+            self.model.load_state_dict(resume.model)
+            optimizer.load_state_dict(resume.optimizer)
             positions.load_state_dict(resume.batches)
             generator.set_state(resume.generator)
         batches = (pool[position] for position in positions)
@@ -226,7 +217,7 @@ class ErrorMinimizingNoise:
         for round_index in range(first, s.max_rounds + 1):
             started = time.perf_counter()
             train_loss = self._train(
-                optimizers,
+                optimizer,
                 batches,
                 protected,
                 protected_labels,
@@ -243,23 +234,17 @@ class ErrorMinimizingNoise:
             result.rounds.append(report)
             result.converged = round_index >= s.min_rounds and accuracy >= s.stop_accuracy
             if on_checkpoint is not None:
-                states = [
-                    {
-                        "model": {k: v.detach().cpu().clone() for k, v in m.state_dict().items()},
-                        "optimizer": copy.deepcopy(o.state_dict()),
-                    }
-                    for m, o in zip(self.models, optimizers, strict=True)
-                ]
                 on_checkpoint(
                     MinMinCheckpoint(
                         noise=result.noise.detach().cpu().clone(),
                         rounds=list(result.rounds),
                         converged=result.converged,
-                        model=states[0]["model"],
-                        optimizer=states[0]["optimizer"],
+                        model={
+                            k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                        },
+                        optimizer=copy.deepcopy(optimizer.state_dict()),
                         batches=positions.state_dict(),
                         generator=generator.get_state(),
-                        ensemble=states[1:],
                     )
                 )
             if on_round is not None:
@@ -275,7 +260,7 @@ class ErrorMinimizingNoise:
 
     def _train(
         self,
-        optimizers: list[torch.optim.Optimizer],
+        optimizer: torch.optim.Optimizer,
         batches: Iterator[torch.Tensor],
         protected: torch.Tensor,
         protected_labels: torch.Tensor,
@@ -284,7 +269,7 @@ class ErrorMinimizingNoise:
         result: MinMinResult,
         generator: torch.Generator,
     ) -> float:
-        """M steps of every surrogate on mixed batches: noisy protected images plus clean others."""
+        """M surrogate steps on mixed batches: noisy protected images plus clean others."""
         losses = []
         count = len(protected)
         for _ in range(self.settings.train_steps):
@@ -299,21 +284,20 @@ class ErrorMinimizingNoise:
                 ]
             )
             labels = torch.cat([protected_labels[own], other_labels[rest]])
-            for model, optimizer in zip(self.models, optimizers, strict=True):
-                losses.append(
-                    train_step(
-                        model,
-                        optimizer,
-                        images,
-                        labels,
-                        generator,
-                        self.settings.augment,
-                        channels_last=self.settings.channels_last,
-                        adversarial_eps=self.settings.adversarial_eps,
-                        adversarial_steps=self.settings.adversarial_steps,
-                        mixed_precision=self.settings.mixed_precision,
-                    )
+            losses.append(
+                train_step(
+                    self.model,
+                    optimizer,
+                    images,
+                    labels,
+                    generator,
+                    self.settings.augment,
+                    channels_last=self.settings.channels_last,
+                    adversarial_eps=self.settings.adversarial_eps,
+                    adversarial_steps=self.settings.adversarial_steps,
+                    mixed_precision=self.settings.mixed_precision,
                 )
+            )
         return sum(losses) / len(losses) if losses else float("nan")
 
     def _descend(
@@ -323,19 +307,36 @@ class ErrorMinimizingNoise:
         result: MinMinResult,
         generator: torch.Generator,
     ) -> None:
-        """``steps`` signed-gradient steps that lower the (summed) loss, projected to the
-        eps-ball (with REM, the loss after each surrogate's worst perturbation of each augmented
-        noisy image)."""
+        """``steps`` signed-gradient steps that lower the loss, projected to the eps-ball (with
+        REM, the loss after the surrogate's worst perturbation of each augmented noisy image)."""
         s = self.settings
-        for model in self.models:
-            model.eval()
-            model.requires_grad_(False)
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
         try:
             for _ in range(s.steps):
                 updates = []
                 for index in torch.arange(len(protected), device=self.device).split(s.chunk):
+                    images = protected[index]
+                    targets = labels[index]
                     noise = result.of(index, labels).clone().requires_grad_()
-                    loss = self._noisy_loss(protected[index], labels[index], noise, generator)
+                    inputs = (images + noise).clamp(0, 1)
+                    if s.augment is not None:
+                        inputs = random_augment(inputs, generator, s.augment)
+                    if s.adversarial_eps > 0:
+                        worst = adversarial_examples(
+                            self.model,
+                            inputs.detach(),
+                            targets,
+                            s.adversarial_eps,
+                            s.adversarial_steps,
+                            generator,
+                            s.mixed_precision,
+                        )
+                        inputs = inputs + (worst - inputs.detach())
+                    with autocast(self.device, s.mixed_precision):
+                        logits = self.model(self._layout(inputs))
+                    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
                     (gradient,) = torch.autograd.grad(loss, noise)
                     if s.gray:
                         gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
@@ -350,54 +351,19 @@ class ErrorMinimizingNoise:
                 else:
                     result.noise = project(result.noise + step, protected, s.eps, s.gray)
         finally:
-            for model in self.models:
-                model.requires_grad_(True)
-
-    def _noisy_loss(
-        self,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        noise: torch.Tensor,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """The surrogates' summed loss on one augmented draw of the noisy images."""
-        s = self.settings
-        inputs = (images + noise).clamp(0, 1)
-        if s.augment is not None:
-            inputs = random_augment(inputs, generator, s.augment)
-        loss = inputs.new_zeros(())
-        for model in self.models:
-            seen = inputs
-            if s.adversarial_eps > 0:
-                worst = adversarial_examples(
-                    model,
-                    inputs.detach(),
-                    targets,
-                    s.adversarial_eps,
-                    s.adversarial_steps,
-                    generator,
-                    s.mixed_precision,
-                )
-                seen = inputs + (worst - inputs.detach())
-            with autocast(self.device, s.mixed_precision):
-                logits = model(self._layout(seen))
-            loss = loss + F.cross_entropy(logits.float(), targets, reduction="sum")
-        return loss
+            for parameter in self.model.parameters():
+                parameter.requires_grad_(True)
 
     @torch.no_grad()
     def _measure(
         self, protected: torch.Tensor, labels: torch.Tensor, result: MinMinResult
     ) -> tuple[float, float]:
-        """The surrogates' mean loss and lowest accuracy on the noisy protected images (no
-        augmentation): the loop stops only once every surrogate fits them."""
+        """The surrogate's loss and accuracy on the noisy protected images (no augmentation)."""
+        self.model.eval()
         noisy = (protected + result.per_image(labels)).clamp(0, 1)
-        losses, accuracies = [], []
-        for model in self.models:
-            model.eval()
-            with autocast(self.device, self.settings.mixed_precision):
-                logits = torch.cat(
-                    [model(self._layout(chunk)) for chunk in noisy.split(self.settings.chunk)]
-                ).float()
-            losses.append(float(F.cross_entropy(logits, labels)))
-            accuracies.append(float((logits.argmax(1) == labels).float().mean()))
-        return sum(losses) / len(losses), min(accuracies)
+        with autocast(self.device, self.settings.mixed_precision):
+            logits = torch.cat(
+                [self.model(self._layout(chunk)) for chunk in noisy.split(self.settings.chunk)]
+            ).float()
+        loss = float(F.cross_entropy(logits, labels))
+        return loss, float((logits.argmax(1) == labels).float().mean())
