@@ -8,6 +8,8 @@
     python benchmarks/speed.py --part gpu       # min-min round on a GPU: float32 vs bf16 x chunk
                                                 # (--resolutions 32,128: at each surrogate size)
     python benchmarks/speed.py --part detect --device cuda   # finding faces: CPU vs a GPU
+    python benchmarks/speed.py --part threads   # 1 vs 2 threads, OpenMP waiting actively or
+                                                # passively, idle and beside two busy processes
 
 Every `protect` row runs the real command in a child process (so its peak RSS is its own) with
 the default settings against a surrogate folder of seven face identities. Rows are cached in
@@ -18,6 +20,7 @@ benchmarks/results/speed.json and speed.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -266,9 +269,12 @@ def run_protect(
     threads: int | None,
     device: str,
     source: Path | None = None,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> dict:
-    """`unlearn protect` in a child process: wall and CPU seconds, its peak RSS. ``source``:
-    a checkout whose src/ is run instead of this one's."""
+    """`unlearn protect` in a child process: wall and CPU seconds, its peak RSS, one digest of
+    every written file. ``source``: a checkout whose src/ is run instead of this one's;
+    ``extra``: more protect options; ``env``: more environment variables."""
     command = [
         sys.executable,
         "-m",
@@ -284,6 +290,7 @@ def run_protect(
     ]
     if threads is not None:
         command += ["--threads", str(threads)]
+    command += extra
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         child = subprocess.Popen(
@@ -294,6 +301,7 @@ def run_protect(
                 **os.environ,
                 "UNLEARN_CACHE_DIR": str(cache),
                 **({"PYTHONPATH": str(source / "src")} if source else {}),
+                **(env or {}),
             },
         )
         _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU time and peak RSS
@@ -316,7 +324,78 @@ def run_protect(
         ),
         "optimisation_seconds": sum(r["seconds"] for r in manifest["optimisation"]["rounds"]),
         "photos_per_minute": round(manifest["totals"]["protected"] / wall * 60, 1),
+        "outputs_sha256": hashlib.sha256(
+            "".join(sorted(photo["output_sha256"] for photo in manifest["photos"])).encode()
+        ).hexdigest(),
     }
+
+
+THREAD_RUN_OPTIONS = ("--rounds", "3", "--min-rounds", "3")  # rounds cost alike: 3 suffice
+
+
+def thread_rows(count: int, repeats: int) -> list[dict]:
+    """`unlearn protect` on ``count`` face crops with 1 and 2 threads and OpenMP's threads
+    waiting actively or passively, on the machine as it is and beside one busy process per
+    core; the variants alternated, medians, and whether the runs that share a thread count
+    wrote the same bytes whatever the load."""
+    cores = os.cpu_count() or 1
+    variants = [(threads, policy) for threads in (1, cores) for policy in ("ACTIVE", "PASSIVE")]
+    rows = []
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        surrogate = surrogate_folder(work)
+        cache = work / "cache"
+        folder = crop_inputs(work, count)
+        output = folder.with_name(folder.name + "-protected")
+        run_protect(folder, surrogate, cache, 1, "cpu", extra=THREAD_RUN_OPTIONS)  # fills cache
+        shutil.rmtree(output)
+        for load in ("idle", "busy"):
+            hogs = [
+                subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(cores if load == "busy" else 0)
+            ]
+            try:
+                runs: dict[tuple[int, str], list[dict]] = {variant: [] for variant in variants}
+                for _ in range(repeats):
+                    for threads, policy in variants:
+                        runs[(threads, policy)].append(
+                            run_protect(
+                                folder,
+                                surrogate,
+                                cache,
+                                threads,
+                                "cpu",
+                                extra=THREAD_RUN_OPTIONS,
+                                env={"OMP_WAIT_POLICY": policy},
+                            )
+                        )
+                        shutil.rmtree(output)
+            finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
+            for (threads, policy), variant_runs in runs.items():
+                row = {
+                    "load": load,
+                    "threads": threads,
+                    "omp_wait_policy": policy,
+                    "photos": variant_runs[0]["photos"],
+                    "wall_seconds_median": statistics.median(
+                        r["wall_seconds"] for r in variant_runs
+                    ),
+                    "outputs_sha256": sorted({r["outputs_sha256"] for r in variant_runs}),
+                }
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    for row in rows:
+        same_threads = {
+            digest
+            for other in rows
+            if other["threads"] == row["threads"]
+            for digest in other["outputs_sha256"]
+        }
+        row["same_bytes_as_every_run_with_its_thread_count"] = len(same_threads) == 1
+    return rows
 
 
 def scaling_rows(
@@ -445,7 +524,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--part",
-        choices=["loop", "scaling", "many", "gpu", "detect", "side-by-side"],
+        choices=["loop", "scaling", "many", "gpu", "detect", "side-by-side", "threads"],
         required=True,
     )
     parser.add_argument(
@@ -490,6 +569,9 @@ def main() -> None:
         device = torch.device(args.device or "cuda")
         rows = detect_rows(device, photos=20, megapixels=args.megapixels, repeats=3)
         results["detect"] = {**stamp, "rows": rows}
+    elif args.part == "threads":
+        rows = thread_rows(count=20, repeats=2)
+        results["threads"] = {**stamp, **defaults, "rows": rows}
     elif args.part == "side-by-side":
         counts = {"crops": as_counts(args.crop_counts), "photos": as_counts(args.photo_counts)}
         rows = side_by_side_rows(args.baseline, counts, repeats=2)
@@ -607,6 +689,21 @@ def write_markdown(results: dict, path: Path) -> None:
                     + [r["current_wall_seconds"], f"{r['current_optimisation_seconds']:.1f}"]
                     + [r["speedup"]],
                 )
+            ],
+        )
+    if "threads" in results:
+        block = results["threads"]
+        lines += section(
+            "Thread count, OpenMP wait policy and load",
+            f"{block['date']}, {block['machine']}, load average {block['load_average_at_start']};"
+            f" `{block['command']}`; `unlearn protect` on {block['rows'][0]['photos']} face"
+            f" crops, {' '.join(THREAD_RUN_OPTIONS)}, alone (idle) and beside one busy process"
+            " per core (busy); the variants alternated, medians.",
+            ["load", "threads", "OMP_WAIT_POLICY", "wall s", "same bytes as its thread count"],
+            [
+                [r["load"], r["threads"], r["omp_wait_policy"], r["wall_seconds_median"]]
+                + ["yes" if r["same_bytes_as_every_run_with_its_thread_count"] else "no"]
+                for r in block["rows"]
             ],
         )
     for part in ("scaling", "many", "scaling-gpu", "many-gpu"):
