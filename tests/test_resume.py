@@ -141,6 +141,20 @@ def test_another_thread_count_protects_again_instead_of_resuming(
     assert {(p["action"], p["reason"]) for p in plan.manifest["photos"]} == {("redo", reason)}
 
 
+def test_a_cache_filled_with_another_thread_count_changes_no_byte(
+    tmp_path: Path, tiny_surrogate: Path, monkeypatch
+) -> None:
+    folder = _photos(tmp_path / "in")
+    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cold"))
+    _run(folder, tmp_path / "cold-cache", tiny_surrogate)
+    monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "shared"))
+    _run(folder, tmp_path / "one", tiny_surrogate, config=replace(CONFIG, threads=1))
+    _run(folder, tmp_path / "after-one", tiny_surrogate)  # 2 threads, beside 1-thread results
+    assert _outputs(tmp_path / "after-one") == _outputs(tmp_path / "cold-cache")
+    # the warmed-up surrogate differs in its last bits between thread counts: each count has its own
+    assert len(list((tmp_path / "shared" / "models").glob("*.pt"))) == 2
+
+
 def _cli(*args: str):
     return runner.invoke(app, ["protect", *args, *FAST_OPTIONS, "--json"])
 

@@ -23,3 +23,13 @@ def resolve_device(choice: str) -> torch.device:
             "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
         )
     return torch.device(choice)
+
+
+def compute_signature(device: torch.device) -> str:
+    """What computed floats depend on besides the inputs and settings: the device type, and on a
+    CPU the thread count (oneDNN sums convolution gradients in per-thread parts). It is part of
+    every cache key of computed results and of a run's key, so a run with another count never
+    reuses, resumes or mixes another count's results."""
+    if device.type == "cpu":
+        return f"cpu, {torch.get_num_threads()} thread(s)"
+    return device.type

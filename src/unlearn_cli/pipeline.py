@@ -25,7 +25,7 @@ import torch
 from . import __version__, surrogates
 from .cache import cache_key, cached, file_fingerprint
 from .config import Embedder, ProtectConfig
-from .devices import resolve_device
+from .devices import compute_signature, resolve_device
 from .engine import (
     ErrorMinimizingNoise,
     MinMinResult,
@@ -187,7 +187,7 @@ def _protect(
     started = time.perf_counter()
     output_root = input_set.output_root
     device = resolve_device(config.device)
-    compute = _compute(device)
+    compute = compute_signature(device)
     run_key = cache_key(
         config.output_key, surrogates.surrogate_choice(surrogate), sorted(exclude_classes), compute
     )
@@ -430,15 +430,6 @@ def _previous_manifest(output_root: Path, emit: Callable[[Event], None]) -> dict
         pass
     emit(Notice(f"{path} is from another version or unreadable: every photo is protected anew"))
     return None
-
-
-def _compute(device: torch.device) -> str:
-    """What the written bytes depend on besides the settings: the device type, and on a CPU the
-    thread count (oneDNN sums convolution gradients in per-thread parts), so a rerun with
-    another count protects again instead of mixing noises or resuming another run's."""
-    if device.type == "cpu":
-        return f"cpu, {torch.get_num_threads()} thread(s)"
-    return device.type
 
 
 def _settings_changed(previous: dict, config: ProtectConfig, compute: str) -> str:
@@ -689,6 +680,7 @@ def _match(
         finder = _surrogate_finder(config, device)
         key = cache_key(
             "face-embeddings",
+            compute_signature(device),
             source,
             _surrogate_fingerprint(surrogate, config),
             finder and (config.min_face_size, config.face_confidence),
@@ -790,6 +782,7 @@ def _warm_model(
     model = create_model(config.surrogate_model, len(surrogate.classes), seed=config.seed)
     key = cache_key(
         "warmup",
+        compute_signature(device),
         config.surrogate_model,
         config.warmup_epochs,
         config.seed,

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from .cache import cache_key, cached, file_fingerprint
+from .devices import compute_signature
 from .errors import ImageError, SetupError, SurrogateUnavailableError
 from .images import Photo, find_images, load_photo, resize_for_model, sha256_file
 from .regions import Protection, RegionFinder
@@ -279,7 +280,13 @@ def surrogate_images(
         file_fingerprint([p for _, p in paths]),
         resolution,
         surrogate.crop,
-        finder and (str(finder.mode), finder.min_face_size, finder.min_confidence),
+        finder
+        and (
+            str(finder.mode),
+            finder.min_face_size,
+            finder.min_confidence,
+            compute_signature(finder.device or torch.device("cpu")),
+        ),
     )
 
     def load() -> tuple[torch.Tensor, torch.Tensor]:
