@@ -62,6 +62,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def dlib_installed() -> None:
+    """The recognition extra (dlib and its pretrained models), which the test extra installs:
+    a skip without it, a failure under CI."""
+    from unlearn_cli.recognition import dlib_available
+
+    if not dlib_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the recognition extra (dlib-bin, face-recognition-models) is missing")
+        pytest.skip("dlib's face recogniser is not installed: pip install -e '.[recognition]'")
+
+
 def pattern_image(seed: int, size: tuple[int, int] = (24, 24), mode: str = "RGB") -> Image.Image:
     """A smooth random image (a colour gradient plus texture) that differs per seed."""
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from unlearn_cli import learnability
 from unlearn_cli.cli import app
 from unlearn_cli.cli.output import print_verify
 from unlearn_cli.countermeasures import (
@@ -216,8 +217,9 @@ def test_verdict_names_every_failing_and_inconclusive_attack() -> None:
 
 
 def test_learnability_rows_for_a_countermeasure_and_the_adaptive_attacker(
-    protected: Path, tiny_surrogate: Path
+    protected: Path, tiny_surrogate: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(learnability, "dlib_available", lambda: False)  # without the extra
     settings = LearnabilitySettings(
         architectures=("vgg_small",),
         epochs=1,
@@ -259,12 +261,18 @@ def test_learnability_rows_for_a_countermeasure_and_the_adaptive_attacker(
     assert result["settings"]["countermeasures"] == ["jpeg75"]
     assert result["passed"] == all(r["passed"] and not r["inconclusive"] for r in result["results"])
     assert len(trainings) == 5 and "jpeg75" in trainings[2]
+    assert result["recognition_attacker"] == "not installed: pip install 'unlearn-cli[recognition]'"
+    console = Console(record=True, width=160)
+    report = {"eps": 8, "photos": [], "unknown_files": [], "passed": False}
+    print_verify(console, report | {"checks": {"learnability": result}})
+    assert "pretrained face recogniser (dlib rows): not installed" in console.export_text()
 
 
 @pytest.mark.usefixtures("face_weights_cached")
 def test_cached_face_weights_add_the_pretrained_adaptive_attacker(
-    protected: Path, tiny_surrogate: Path
+    protected: Path, tiny_surrogate: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(learnability, "dlib_available", lambda: False)
     settings = LearnabilitySettings(
         architectures=("vgg_small",), epochs=1, resolution=16, adaptive=True
     )
@@ -281,6 +289,7 @@ def test_cached_face_weights_add_the_pretrained_adaptive_attacker(
     assert "InceptionResnetV1" in result["adaptive_extractor"]
 
 
+@pytest.mark.usefixtures("dlib_installed")
 def test_verify_cli_runs_countermeasures_and_the_adaptive_attacker(
     protected: Path, tiny_surrogate: Path
 ) -> None:
@@ -308,8 +317,11 @@ def test_verify_cli_runs_countermeasures_and_the_adaptive_attacker(
         ("vgg_small", "grayscale"),
         ("adaptive-nearest-centroid", "plain"),
         ("adaptive-linear-probe", "plain"),
+        ("dlib-nearest-centroid", "plain"),
+        ("dlib-linear-probe", "plain"),
     ]
     assert learnability["settings"]["adaptive"] is True
+    assert learnability["recognition_attacker"].startswith("dlib face recognition ResNet")
     console = Console(record=True, width=160)
     print_verify(console, report)
     table = console.export_text()

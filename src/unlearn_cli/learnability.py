@@ -8,7 +8,9 @@ held-out clean photos they recognise, and compare with the same training on the 
 Countermeasures (JPEG, grayscale, downscaling, strong augmentation, adversarial training) are
 applied to everything the attacker trains on, references and the clean baseline included; the
 held-out photos stay clean originals, as the new photos an attacker meets would be. The adaptive
-attacker enrols the photos in the embedding of a model trained on the references alone.
+attackers enrol the photos in the embedding of a model that never saw the user: one trained here
+on the references alone, and dlib's pretrained face recogniser when the recognition extra is
+installed (the attack met in practice; it never generates noise).
 
 Photos protected in their faces are learned and tested as a face-recognition pipeline sees
 them: the aligned crop of the main face, not the whole photo squeezed (where the face would be
@@ -39,6 +41,7 @@ from .engine.training import embed
 from .errors import ImageError, SetupError
 from .faces import FaceEmbedder, facenet_available
 from .images import Photo, load_photo, resize_for_model
+from .recognition import RECOGNITION_EXTRA, DlibRecognizer, dlib_available
 from .regions import Protection
 from .surrogates import NAMED_SURROGATES, Surrogate, load_surrogate, surrogate_images
 from .verify import original_path
@@ -86,6 +89,7 @@ class LearnabilitySettings:
 
 
 ADAPTIVE_EXTRACTOR = "resnet18_imagenet"
+DLIB_RESOLUTION = 150  # the face crops dlib enrols: its own aligned chip is 150 px
 
 
 @dataclass(frozen=True)
@@ -196,10 +200,23 @@ def _adaptive_rates(
         embedders["adaptive-facenet"] = FaceEmbedder(device).embed
     rates: dict[str, dict[str, dict[int, float]]] = {}
     for prefix, embedder in embedders.items():
-        for condition, (images, labels) in galleries.items():
-            by_method = probe_recognition(embedder, images, labels, test_images, test_labels)
-            for method, by_class in by_method.items():
-                rates.setdefault(f"{prefix}-{method}", {})[condition] = by_class
+        rates |= _rates_by_method(prefix, embedder, galleries, test_images, test_labels)
+    return rates
+
+
+def _rates_by_method(
+    prefix: str,
+    embedder: Callable[[torch.Tensor], torch.Tensor],
+    galleries: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+) -> dict[str, dict[str, dict[int, float]]]:
+    """``{prefix}-{matching method}`` -> gallery condition -> each class's share matched."""
+    rates: dict[str, dict[str, dict[int, float]]] = {}
+    for condition, (images, labels) in galleries.items():
+        by_method = probe_recognition(embedder, images, labels, test_images, test_labels)
+        for method, by_class in by_method.items():
+            rates.setdefault(f"{prefix}-{method}", {})[condition] = by_class
     return rates
 
 
@@ -263,15 +280,20 @@ def measure_learnability(
     )
     references = replace(references, classes=references.classes[: settings.max_reference_classes])
 
-    def reference_set(countermeasure: Countermeasure) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_set(
+        countermeasure: Countermeasure, resolution: int = settings.resolution
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if countermeasure.changes_photos:
             return _sanitised_references(
-                references, settings.resolution, settings.max_per_class, countermeasure
+                references, resolution, settings.max_per_class, countermeasure
             )
-        return surrogate_images(references, settings.resolution, settings.max_per_class)
+        return surrogate_images(references, resolution, settings.max_per_class)
 
     def images_of(
-        part: str, protected: bool, countermeasure: Countermeasure = Countermeasure.plain
+        part: str,
+        protected: bool,
+        countermeasure: Countermeasure = Countermeasure.plain,
+        resolution: int = settings.resolution,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         sources, labels = [], []
         for index, name in enumerate(class_names):
@@ -284,18 +306,20 @@ def measure_learnability(
                 )
                 sources.append((path, learned_face(photo)))
                 labels.append(index)
-        return _decode(sources, settings.resolution, countermeasure), torch.tensor(labels)
+        return _decode(sources, resolution, countermeasure), torch.tensor(labels)
 
     def training_sets(
-        countermeasure: Countermeasure,
+        countermeasure: Countermeasure, resolution: int = settings.resolution
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """References plus the user's clean or protected photos, after a photo-level
         countermeasure; the user's classes are labelled first, the references after them."""
         photo_level = countermeasure if countermeasure.changes_photos else Countermeasure.plain
-        reference_images, reference_labels = reference_set(photo_level)
+        reference_images, reference_labels = reference_set(photo_level, resolution)
         sets = {}
         for condition in ("clean", "protected"):
-            own_images, own_labels = images_of("train", condition == "protected", photo_level)
+            own_images, own_labels = images_of(
+                "train", condition == "protected", photo_level, resolution
+            )
             sets[condition] = (
                 torch.cat([reference_images, own_images]),
                 torch.cat([reference_labels + len(class_names), own_labels]),
@@ -360,6 +384,17 @@ def measure_learnability(
             settings,
             device,
         )
+        if dlib_available():
+            if on_training is not None:
+                on_training("dlib's pretrained face recogniser enrolling the photos")
+            dlib_test, _ = images_of("test", False, resolution=DLIB_RESOLUTION)
+            by_attacker |= _rates_by_method(
+                "dlib",
+                DlibRecognizer().embed,
+                training_sets(Countermeasure.plain, DLIB_RESOLUTION),
+                dlib_test,
+                test_labels,
+            )
         for attacker, rates in by_attacker.items():
             results += [
                 row(attacker, Countermeasure.plain, i, rates) for i in range(len(class_names))
@@ -383,6 +418,11 @@ def measure_learnability(
         "adaptive_extractor": (
             f"{ADAPTIVE_EXTRACTOR} trained from scratch on the reference identities"
             + (f"; and {FaceEmbedder.source}" if facenet_available() else "")
+            if settings.adaptive
+            else None
+        ),
+        "recognition_attacker": (
+            (DlibRecognizer.source if dlib_available() else f"not installed: {RECOGNITION_EXTRA}")
             if settings.adaptive
             else None
         ),

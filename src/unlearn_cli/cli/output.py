@@ -228,6 +228,11 @@ def print_verify(console: Console, result: dict) -> None:
             + f"; {learnability['seconds']:.0f} s",
             highlight=False,
         )
+        if learnability.get("recognition_attacker"):
+            console.print(
+                f"pretrained face recogniser (dlib rows): {learnability['recognition_attacker']}",
+                highlight=False,
+            )
         if learnability["reason"]:
             console.print(f"learnability: {learnability['reason']}", highlight=False)
     for path in result.get("report_files", []):
