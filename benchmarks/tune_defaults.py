@@ -31,7 +31,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ from unlearn_cli.engine.training import embed, predict
 from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
 from unlearn_cli.inputs import collect_inputs
 from unlearn_cli.pipeline import protect as run_protect
+from unlearn_cli.recognition import DlibRecognizer
 from unlearn_cli.regions import FaceMode
 from unlearn_cli.report import measure_budget
 
@@ -298,6 +299,7 @@ ROBUST_CONDITIONS = [  # the goal's attacks first, the costly adversarial traini
     "downscale2x",
     "grayscale",
     "adaptive",
+    "recognition",
     "jpeg90",
     "jpeg50",
     "strong-augment",
@@ -424,6 +426,42 @@ def adaptive_row(
     return {method: by_class[0] for method, by_class in rates.items()}
 
 
+DLIB_RESOLUTION = 150  # as verify --adaptive enrols: dlib's own aligned chip is 150 px
+
+
+@cache
+def dlib_recognizer() -> DlibRecognizer:
+    return DlibRecognizer()
+
+
+@cache
+def dlib_reference_embeddings(name: str) -> torch.Tensor:
+    """A reference identity's clean photos in dlib's embedding, once per process."""
+    paths = photos_of(name)[:PER_REFERENCE_CLASS]
+    return dlib_recognizer().embed(tensor_stack([load_photo(p) for p in paths], DLIB_RESOLUTION))
+
+
+def recognition_row(
+    user_rgbs: list[np.ndarray], held_out: list[Photo], references: list[str]
+) -> dict:
+    """dlib's pretrained recogniser (never a generator of noise) enrols the scraped photos
+    beside the references' clean ones and matches the user's new clean photos."""
+    recogniser = dlib_recognizer()
+    own = recogniser.embed(tensor_stack([Photo(rgb) for rgb in user_rgbs], DLIB_RESOLUTION))
+    gallery = torch.cat([own, *(dlib_reference_embeddings(name) for name in references)])
+    labels = torch.cat(
+        [torch.zeros(len(own), dtype=torch.long)]
+        + [
+            torch.full((len(dlib_reference_embeddings(name)),), index)
+            for index, name in enumerate(references, start=1)
+        ]
+    )
+    test = recogniser.embed(tensor_stack(held_out, DLIB_RESOLUTION))
+    test_labels = torch.zeros(len(test), dtype=torch.long)
+    rates = probe_recognition(lambda embeddings: embeddings, gallery, labels, test, test_labels)
+    return {f"dlib-{method}": by_class[0] for method, by_class in rates.items()}
+
+
 def robust_row(
     user: str,
     dataset: tuple[str, ProtectConfig | None],
@@ -439,6 +477,8 @@ def robust_row(
     row: dict = {} if protect_seconds is None else {"protect_seconds": protect_seconds}
     if condition == "adaptive":
         return row | adaptive_row(rgbs, held_out, references, feature_extractor(user, seed))
+    if condition == "recognition":
+        return row | recognition_row(rgbs, held_out, references)
     countermeasure = Countermeasure(condition)
     return row | {
         attacker: countermeasure_row(rgbs, held_out, references, seed, countermeasure, attacker)
@@ -463,7 +503,9 @@ def robust_phase(
         for condition in conditions:
             for user in users:
                 for name, config in configs.items():
-                    attackers = ["probe"] if condition == "adaptive" else ACTIVE_ATTACKERS
+                    attackers = {"adaptive": ["probe"], "recognition": ["dlib"]}.get(
+                        condition
+                    ) or ACTIVE_ATTACKERS
                     for attacker in attackers:
                         compute = partial(
                             robust_row,
