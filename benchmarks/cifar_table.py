@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unlearn_cli.cache import cache_key
 from unlearn_cli.config import ProtectConfig
 from unlearn_cli.engine import (
     ErrorMinimizingNoise,
@@ -44,6 +43,7 @@ from unlearn_cli.engine import (
 )
 from unlearn_cli.engine.models import Classifier
 from unlearn_cli.engine.training import as_float, make_optimizer, shuffled_batches, train_step
+from unlearn_cli.runtime.cache import cache_key
 
 ROOT = Path(__file__).resolve().parent
 CIFAR = ROOT.parent.parent / "shared" / "data" / "cifar10"

@@ -38,10 +38,10 @@ import torch
 from PIL import Image
 
 from unlearn_cli.config import ProtectConfig
-from unlearn_cli.devices import resolve_device
 from unlearn_cli.engine import ErrorMinimizingNoise, MinMinSettings, create_model
 from unlearn_cli.engine.augment import AugmentSettings
-from unlearn_cli.images import load_photo
+from unlearn_cli.io.images import load_photo
+from unlearn_cli.runtime.devices import resolve_device
 
 ROOT = Path(__file__).resolve().parent
 # ../shared/data beside the checkout; elsewhere (a GPU machine) a copy named by UNLEARN_BENCH_DATA
@@ -190,7 +190,7 @@ def gpu_rows(images: int, resolutions: list[int], repeats: int, device: torch.de
 def detect_rows(device: torch.device, photos: int, megapixels: float, repeats: int) -> list[dict]:
     """Seconds per full-size photo to find its faces (MTCNN on the copy downscaled to 1,024 px
     that `protect` searches), on the CPU and on ``device``, interleaved after a warm-up."""
-    from unlearn_cli.detection import FaceDetector
+    from unlearn_cli.faces.detection import FaceDetector
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = full_size_inputs(Path(temporary), photos, megapixels)

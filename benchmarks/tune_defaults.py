@@ -38,9 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unlearn_cli.cache import cache_key
 from unlearn_cli.config import ClassLayout, ProtectConfig
-from unlearn_cli.countermeasures import Countermeasure, attack_settings_for, sanitise
 from unlearn_cli.engine import (
     AugmentSettings,
     DegradeSettings,
@@ -59,12 +57,14 @@ from unlearn_cli.engine.attack import (
 )
 from unlearn_cli.engine.models import Classifier
 from unlearn_cli.engine.training import embed, predict
-from unlearn_cli.images import Photo, apply_noise, load_photo, resize_for_model
-from unlearn_cli.inputs import collect_inputs
-from unlearn_cli.pipeline import protect as run_protect
-from unlearn_cli.recognition import DlibRecognizer
-from unlearn_cli.regions import FaceMode
-from unlearn_cli.report import measure_budget
+from unlearn_cli.faces.recognition import DlibRecognizer
+from unlearn_cli.faces.regions import FaceMode
+from unlearn_cli.io.images import Photo, apply_noise, load_photo, resize_for_model
+from unlearn_cli.io.inputs import collect_inputs
+from unlearn_cli.pipeline.run import protect as run_protect
+from unlearn_cli.report.budget import measure_budget
+from unlearn_cli.runtime.cache import cache_key
+from unlearn_cli.verify.countermeasures import Countermeasure, attack_settings_for, sanitise
 
 ROOT = Path(__file__).resolve().parent
 FACES = ROOT.parent.parent / "shared" / "data" / "faces"

@@ -44,7 +44,7 @@ def face_weights_cached(isolated_cache: Path) -> Path:
     import torch
     from facenet_pytorch import InceptionResnetV1
 
-    from unlearn_cli.faces import facenet_weights_path
+    from unlearn_cli.faces.embedder import facenet_weights_path
 
     path = facenet_weights_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def shared_data() -> Path:
 def dlib_installed() -> None:
     """The recognition extra (dlib and its pretrained models), which the test extra installs:
     a skip without it, a failure under CI."""
-    from unlearn_cli.recognition import dlib_available
+    from unlearn_cli.faces.recognition import dlib_available
 
     if not dlib_available():
         if os.environ.get("CI") == "true":

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
 from unlearn_cli.errors import ImageError
-from unlearn_cli.images import apply_noise, load_photo, sha256_file
-from unlearn_cli.report import measure_budget
+from unlearn_cli.io.images import apply_noise, load_photo, sha256_file
+from unlearn_cli.report.budget import measure_budget
 
 from .badinputs import Expect, make_bad_inputs
 from .conftest import FAST_OPTIONS, pattern_image
@@ -126,7 +126,7 @@ def test_unreadable_and_looping_files_fail_alone(
     if os.geteuid() != 0:  # root reads anything: simulate the refusal instead
         secret.chmod(0)
     else:
-        import unlearn_cli.pipeline as pipeline
+        import unlearn_cli.pipeline.run as pipeline
 
         real = pipeline.sha256_file
 
@@ -199,7 +199,7 @@ def test_full_size_work_needs_no_full_size_float_copies() -> None:
     """apply_noise and measure_budget work in strips: on a 12-megapixel photo their peak
     allocation (the protected uint8 copy included) stays below one float32 copy of the photo."""
     rgb = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
-    from unlearn_cli.images import Photo
+    from unlearn_cli.io.images import Photo
 
     noise = (torch.rand(3, 32, 32) - 0.5) * (16 / 255)
     tracemalloc.start()

@@ -15,16 +15,8 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from unlearn_cli import learnability
 from unlearn_cli.cli import app
 from unlearn_cli.cli.output import print_verify
-from unlearn_cli.countermeasures import (
-    Countermeasure,
-    attack_settings_for,
-    jpeg_encode,
-    parse_countermeasures,
-    sanitise,
-)
 from unlearn_cli.engine.attack import AttackSettings, probe_recognition
 from unlearn_cli.engine.models import create_model
 from unlearn_cli.engine.training import (
@@ -35,14 +27,22 @@ from unlearn_cli.engine.training import (
     train,
 )
 from unlearn_cli.errors import SetupError
-from unlearn_cli.learnability import (
+from unlearn_cli.surrogates import load_surrogate, surrogate_images
+from unlearn_cli.verify import learnability
+from unlearn_cli.verify.countermeasures import (
+    Countermeasure,
+    attack_settings_for,
+    jpeg_encode,
+    parse_countermeasures,
+    sanitise,
+)
+from unlearn_cli.verify.files import read_manifest
+from unlearn_cli.verify.learnability import (
     LearnabilitySettings,
     _sanitised_references,
     _verdict,
     measure_learnability,
 )
-from unlearn_cli.surrogates import load_surrogate, surrogate_images
-from unlearn_cli.verify import read_manifest
 
 from .conftest import pattern_image
 

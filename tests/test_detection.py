@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unlearn_cli import detection
-from unlearn_cli.detection import (
+from unlearn_cli.faces import detection
+from unlearn_cli.faces.detection import (
     ARCFACE_SIZE,
     ARCFACE_TEMPLATE,
     DetectedFace,
@@ -24,7 +24,7 @@ from unlearn_cli.detection import (
     face_noise_levels,
     is_aligned_crop,
 )
-from unlearn_cli.images import Photo, load_photo
+from unlearn_cli.io.images import Photo, load_photo
 
 
 def _face(centre: tuple[float, float], width: float, degrees: float = 0.0) -> DetectedFace:

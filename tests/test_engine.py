@@ -24,7 +24,7 @@ from unlearn_cli.engine import (
 from unlearn_cli.engine.minmin import balanced_pool
 from unlearn_cli.engine.models import MODELS
 from unlearn_cli.engine.training import adversarial_examples
-from unlearn_cli.images import Photo, apply_noise
+from unlearn_cli.io.images import Photo, apply_noise
 
 
 @settings(max_examples=50, deadline=None)

@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
-from unlearn_cli.detection import DetectedFace, alignment_matrix, face_noise_levels
-from unlearn_cli.images import load_photo
+from unlearn_cli.faces.detection import DetectedFace, alignment_matrix, face_noise_levels
+from unlearn_cli.io.images import load_photo
 
 from .conftest import FAST_OPTIONS
 

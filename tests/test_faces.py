@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
-from unlearn_cli.faces import FaceEmbedder, facenet_available
+from unlearn_cli.faces.embedder import FaceEmbedder, facenet_available
 
 from .conftest import FAST_OPTIONS
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_cli.detection import FaceDetector
 from unlearn_cli.engine import ErrorMinimizingNoise, create_model
-from unlearn_cli.images import load_photo
+from unlearn_cli.faces.detection import FaceDetector
+from unlearn_cli.io.images import load_photo
 
 from .conftest import FAST_OPTIONS
 from .test_cli import _assert_within_budget, run

@@ -11,8 +11,8 @@ from PIL import Image
 
 from unlearn_cli.config import ClassLayout
 from unlearn_cli.errors import ImageError, NoImagesError, SetupError
-from unlearn_cli.images import apply_noise, find_images, load_photo, write_png_atomic
-from unlearn_cli.inputs import collect_inputs, plan_output_names
+from unlearn_cli.io.images import apply_noise, find_images, load_photo, write_png_atomic
+from unlearn_cli.io.inputs import collect_inputs, plan_output_names
 
 from .conftest import pattern_image
 

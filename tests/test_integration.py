@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
-from unlearn_cli.images import load_photo, sha256_file
+from unlearn_cli.io.images import load_photo, sha256_file
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from PIL import ExifTags, Image
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
-from unlearn_cli.metadata import MetadataPolicy, clean_metadata
+from unlearn_cli.io.metadata import MetadataPolicy, clean_metadata
 
 from .conftest import FAST_OPTIONS, pattern_image
 
@@ -145,7 +145,7 @@ def test_the_source_exif_is_never_asked_for_its_thumbnail_ifd(
 
 @pytest.mark.integration
 def test_real_gps_photos_lose_their_location(shared_data: Path, tmp_path: Path) -> None:
-    from unlearn_cli.images import load_photo
+    from unlearn_cli.io.images import load_photo
 
     for path in sorted((shared_data / "photos" / "camera" / "gps").glob("*.jpg")):
         photo = load_photo(path)

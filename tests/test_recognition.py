@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
 from unlearn_cli.engine.attack import probe_recognition
-from unlearn_cli.images import load_photo, resize_for_model
+from unlearn_cli.io.images import load_photo, resize_for_model
 
 from .conftest import FAST_OPTIONS
 
@@ -27,7 +27,7 @@ def _crops(shared_data: Path, name: str, count: int, start: int = 0) -> list[Pat
 
 
 def test_dlib_recognises_people_it_enrolled_from_a_few_real_crops(shared_data: Path) -> None:
-    from unlearn_cli.recognition import DlibRecognizer
+    from unlearn_cli.faces.recognition import DlibRecognizer
 
     recogniser = DlibRecognizer()
 

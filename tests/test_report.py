@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from unlearn_cli import report
 from unlearn_cli.errors import SetupError
-from unlearn_cli.learnability import split_photos
-from unlearn_cli.report import budget_dict, measure_budget, totals
+from unlearn_cli.report import budget as report
+from unlearn_cli.report.budget import budget_dict, measure_budget, totals
+from unlearn_cli.verify.learnability import split_photos
 
 
 def test_identical_images_have_infinite_psnr_and_unit_ssim() -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import unlearn_cli.pipeline as pipeline
+import unlearn_cli.pipeline.run as pipeline
 from unlearn_cli.cli import app
 from unlearn_cli.config import ClassLayout, ProtectConfig
-from unlearn_cli.images import sha256_file
-from unlearn_cli.inputs import collect_inputs
-from unlearn_cli.pipeline import Notice, PhotoFailed, RoundFinished, protect
+from unlearn_cli.io.images import sha256_file
+from unlearn_cli.io.inputs import collect_inputs
+from unlearn_cli.pipeline.run import Notice, PhotoFailed, RoundFinished, protect
 
 from .conftest import FAST_OPTIONS, pattern_image
 

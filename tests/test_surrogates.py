@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from unlearn_cli.errors import SetupError, SurrogateUnavailableError
-from unlearn_cli.images import sha256_file
+from unlearn_cli.io.images import sha256_file
+from unlearn_cli.runtime.cache import cache_dir
 from unlearn_cli.surrogates import (
     NAMED_SURROGATES,
-    cache_dir,
     ensure_downloaded,
     load_surrogate,
     resolve_surrogate,

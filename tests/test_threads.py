@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from unlearn_cli import threads
+from unlearn_cli.runtime import threads
 
 
 def test_an_explicit_thread_count_wins_and_is_restored() -> None:

@@ -164,7 +164,7 @@ def test_learnability_on_a_gpu_that_is_not_there_is_a_usage_error(protected: Pat
 def _portrait(tmp_path: Path) -> tuple[Path, dict, dict]:
     """A 300x240 photo with a recorded face (template landmarks, 80 px wide, centre 150, 120)
     and a smaller second face; and its manifest entry as protect writes it."""
-    from unlearn_cli.detection import ARCFACE_SIZE, ARCFACE_TEMPLATE
+    from unlearn_cli.faces.detection import ARCFACE_SIZE, ARCFACE_TEMPLATE
 
     generator = np.random.default_rng(0)
     small = generator.integers(0, 256, (30, 24, 3), dtype=np.uint8)
@@ -184,10 +184,10 @@ def _portrait(tmp_path: Path) -> tuple[Path, dict, dict]:
 def test_learnability_learns_photos_protected_in_their_faces_as_face_crops(
     tmp_path: Path,
 ) -> None:
-    from unlearn_cli.countermeasures import Countermeasure
-    from unlearn_cli.detection import DetectedFace, aligned_crop, alignment_matrix
-    from unlearn_cli.images import load_photo
-    from unlearn_cli.learnability import learned_face, model_input
+    from unlearn_cli.faces.detection import DetectedFace, aligned_crop, alignment_matrix
+    from unlearn_cli.io.images import load_photo
+    from unlearn_cli.verify.countermeasures import Countermeasure
+    from unlearn_cli.verify.learnability import learned_face, model_input
 
     path, photo, main = _portrait(tmp_path)
     face = learned_face(photo)
@@ -212,8 +212,8 @@ def test_learnability_uses_the_recorded_face_of_each_face_mode_photo(
 ) -> None:
     """Every decode of a photo protected in its faces (its protected copy to train on, its
     original as a clean baseline or held-out photo) cuts that face; the others stay whole."""
-    from unlearn_cli import learnability
-    from unlearn_cli.verify import read_manifest
+    from unlearn_cli.verify import learnability
+    from unlearn_cli.verify.files import read_manifest
 
     manifest = read_manifest(protected)
     face_photo = manifest["photos"][0]

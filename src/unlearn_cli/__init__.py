@@ -34,10 +34,12 @@ _EXPORTS = {
     "NoImagesError": "errors",
     "SurrogateUnavailableError": "errors",
     "ImageError": "errors",
-    "InputSet": "inputs",
-    "collect_inputs": "inputs",
-    "ProtectResult": "pipeline",
-    "protect": "pipeline",
+    "FaceMode": "faces.regions",
+    "MetadataPolicy": "io.metadata",
+    "InputSet": "io.inputs",
+    "collect_inputs": "io.inputs",
+    "ProtectResult": "pipeline.run",
+    "protect": "pipeline.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

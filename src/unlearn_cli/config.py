@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from .cache import cache_key
-from .devices import device_problem
-from .engine.augment import AugmentSettings
-from .engine.degrade import DegradeSettings
-from .engine.minmin import MinMinSettings, NoiseForm
-from .engine.models import MODELS
-from .errors import SetupError
-from .images import DEFAULT_MAX_PIXELS
-from .metadata import MetadataPolicy
-from .regions import FaceMode
+from unlearn_cli.engine.augment import AugmentSettings
+from unlearn_cli.engine.degrade import DegradeSettings
+from unlearn_cli.engine.minmin import MinMinSettings, NoiseForm
+from unlearn_cli.engine.models import MODELS
+from unlearn_cli.errors import SetupError
+from unlearn_cli.faces.regions import FaceMode
+from unlearn_cli.io.images import DEFAULT_MAX_PIXELS
+from unlearn_cli.io.metadata import MetadataPolicy
+from unlearn_cli.runtime.cache import cache_key
+from unlearn_cli.runtime.devices import device_problem
 
 
 class ClassLayout(StrEnum):

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from .. import __version__
+from unlearn_cli import __version__
 
 EXIT_OK = 0
 EXIT_PHOTO_FAILED = 1
@@ -73,7 +73,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def exit_codes(stderr: Console, debug: bool) -> Iterator[None]:
     """Library errors become one line on stderr and the documented exit code; SIGTERM and
     Ctrl-C end the run cleanly with 130."""
-    from ..errors import SetupError, UnlearnError
+    from unlearn_cli.errors import SetupError, UnlearnError
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -381,17 +381,23 @@ def protect(
     Writes lossless PNG copies (every pixel within --eps levels of the upright original) and
     unlearn-manifest.json with the settings, the surrogate classes used and a budget report.
     """
-    from .output import ProgressView, consoles, print_budget_table, print_json, print_plan
+    from unlearn_cli.cli.output import (
+        ProgressView,
+        consoles,
+        print_budget_table,
+        print_json,
+        print_plan,
+    )
 
     stdout, stderr = consoles()
     with exit_codes(stderr, debug):
-        from ..config import ClassLayout, Embedder, ProtectConfig
-        from ..engine.minmin import NoiseForm
-        from ..errors import SetupError
-        from ..inputs import collect_inputs
-        from ..metadata import MetadataPolicy
-        from ..pipeline import protect as run_protect
-        from ..regions import FaceMode
+        from unlearn_cli.config import ClassLayout, Embedder, ProtectConfig
+        from unlearn_cli.engine.minmin import NoiseForm
+        from unlearn_cli.errors import SetupError
+        from unlearn_cli.faces.regions import FaceMode
+        from unlearn_cli.io.inputs import collect_inputs
+        from unlearn_cli.io.metadata import MetadataPolicy
+        from unlearn_cli.pipeline.run import protect as run_protect
 
         if keep_metadata and strip_metadata is StripChoice.all:
             raise SetupError("--keep-metadata and --strip-metadata all contradict each other")
@@ -550,19 +556,19 @@ def verify(
 ) -> None:
     """Check protected photos: budget against the originals, integrity against the manifest,
     and (with --learnability) whether a model can still learn them."""
-    from .output import consoles, print_json, print_verify
+    from unlearn_cli.cli.output import consoles, print_json, print_verify
 
     stdout, stderr = consoles()
     with exit_codes(stderr, debug):
-        from ..errors import SetupError
-        from ..verify import read_manifest, verify_files
+        from unlearn_cli.errors import SetupError
+        from unlearn_cli.verify.files import read_manifest, verify_files
 
         if (countermeasures is not None or adaptive) and not learnability:
             raise SetupError("--countermeasures and --adaptive need --learnability")
         settings = None
         if learnability:
-            from ..countermeasures import parse_countermeasures
-            from ..learnability import LearnabilitySettings
+            from unlearn_cli.verify.countermeasures import parse_countermeasures
+            from unlearn_cli.verify.learnability import LearnabilitySettings
 
             settings = LearnabilitySettings(
                 architectures=tuple(architecture or LearnabilitySettings.architectures),
@@ -585,8 +591,8 @@ def verify(
         try:
             result = verify_files(folder, manifest, originals)
             if settings is not None:
-                from ..learnability import measure_learnability
-                from ..threads import torch_threads
+                from unlearn_cli.runtime.threads import torch_threads
+                from unlearn_cli.verify.learnability import measure_learnability
 
                 def show(training: str) -> None:
                     if status:
@@ -601,7 +607,7 @@ def verify(
                 status.stop()
         result["passed"] = all(check["passed"] for check in result["checks"].values())
         if report is not None:
-            from ..visuals import write_report
+            from unlearn_cli.verify.visuals import write_report
 
             result["report_files"] = [
                 str(p) for p in write_report(report, folder, manifest, result, originals)

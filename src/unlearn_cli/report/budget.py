@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import OUTPUT_MARKER
+from unlearn_cli.io.images import OUTPUT_MARKER
 
 MANIFEST_NAME = OUTPUT_MARKER
 SCHEMA_VERSION = 1

@@ -16,9 +16,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ClassLayout
-from .errors import NoImagesError, SetupError
-from .images import find_images, is_image_path
+from unlearn_cli.config import ClassLayout
+from unlearn_cli.errors import NoImagesError, SetupError
+from unlearn_cli.io.images import find_images, is_image_path
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage.transform import SimilarityTransform, warp
 
-from .images import Photo
+from unlearn_cli.io.images import Photo
 
 # The five-point template of ArcFace / insightface for 112 x 112 crops: left eye, right eye,
 # nose, mouth left, mouth right (the face as the crop shows it, so "left" is the image's left).

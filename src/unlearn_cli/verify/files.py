@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ImageError, SetupError
-from .images import find_images, load_photo, sha256_file
-from .report import MANIFEST_NAME, SCHEMA_VERSION, budget_dict, measure_budget
+from unlearn_cli.errors import ImageError, SetupError
+from unlearn_cli.io.images import find_images, load_photo, sha256_file
+from unlearn_cli.report.budget import MANIFEST_NAME, SCHEMA_VERSION, budget_dict, measure_budget
 
 VERIFY_SCHEMA_VERSION = 1
 

@@ -28,23 +28,23 @@ from pathlib import Path
 
 import torch
 
-from .countermeasures import Countermeasure, attack_settings_for, sanitise
-from .detection import DetectedFace, aligned_crop, alignment_matrix
-from .devices import device_problem, resolve_device
-from .engine.attack import (
+from unlearn_cli.engine.attack import (
     AttackSettings,
     probe_recognition,
     run_attack,
     train_feature_extractor,
 )
-from .engine.training import embed
-from .errors import ImageError, SetupError
-from .faces import FaceEmbedder, facenet_available
-from .images import Photo, load_photo, resize_for_model
-from .recognition import RECOGNITION_EXTRA, DlibRecognizer, dlib_available
-from .regions import Protection
-from .surrogates import NAMED_SURROGATES, Surrogate, load_surrogate, surrogate_images
-from .verify import original_path
+from unlearn_cli.engine.training import embed
+from unlearn_cli.errors import ImageError, SetupError
+from unlearn_cli.faces.detection import DetectedFace, aligned_crop, alignment_matrix
+from unlearn_cli.faces.embedder import FaceEmbedder, facenet_available
+from unlearn_cli.faces.recognition import RECOGNITION_EXTRA, DlibRecognizer, dlib_available
+from unlearn_cli.faces.regions import Protection
+from unlearn_cli.io.images import Photo, load_photo, resize_for_model
+from unlearn_cli.runtime.devices import device_problem, resolve_device
+from unlearn_cli.surrogates import NAMED_SURROGATES, Surrogate, load_surrogate, surrogate_images
+from unlearn_cli.verify.countermeasures import Countermeasure, attack_settings_for, sanitise
+from unlearn_cli.verify.files import original_path
 
 
 @dataclass(frozen=True)

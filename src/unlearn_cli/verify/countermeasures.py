@@ -16,9 +16,9 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image
 
-from .engine.attack import AttackSettings
-from .engine.augment import AugmentSettings
-from .errors import SetupError
+from unlearn_cli.engine.attack import AttackSettings
+from unlearn_cli.engine.augment import AugmentSettings
+from unlearn_cli.errors import SetupError
 
 
 class Countermeasure(StrEnum):

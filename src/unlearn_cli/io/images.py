@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import ImageError
+from unlearn_cli.errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {

@@ -14,7 +14,7 @@ from enum import StrEnum
 import numpy as np
 import torch
 
-from .detection import (
+from unlearn_cli.faces.detection import (
     DetectedFace,
     FaceDetector,
     aligned_crop,
@@ -22,7 +22,7 @@ from .detection import (
     apply_face_noise,
     is_aligned_crop,
 )
-from .images import Photo, apply_noise, resize_for_model
+from unlearn_cli.io.images import Photo, apply_noise, resize_for_model
 
 
 class FaceMode(StrEnum):

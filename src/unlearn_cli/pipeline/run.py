@@ -22,11 +22,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, surrogates
-from .cache import cache_key, cached, file_fingerprint
-from .config import Embedder, ProtectConfig
-from .devices import compute_signature, resolve_device
-from .engine import (
+from unlearn_cli import __version__, surrogates
+from unlearn_cli.config import Embedder, ProtectConfig
+from unlearn_cli.engine import (
     ErrorMinimizingNoise,
     MinMinResult,
     RoundReport,
@@ -37,14 +35,14 @@ from .engine import (
     match_classes,
     train,
 )
-from .engine.minmin import MinMinCheckpoint
-from .errors import ImageError, OutputError, SetupError
-from .faces import FACENET_INPUT, FaceEmbedder, facenet_available
-from .images import load_photo, sha256_file, write_png_atomic
-from .inputs import InputPhoto, InputSet
-from .metadata import clean_metadata
-from .regions import FaceMode, Protection, RegionFinder, Regions
-from .report import (
+from unlearn_cli.engine.minmin import MinMinCheckpoint
+from unlearn_cli.errors import ImageError, OutputError, SetupError
+from unlearn_cli.faces.embedder import FACENET_INPUT, FaceEmbedder, facenet_available
+from unlearn_cli.faces.regions import FaceMode, Protection, RegionFinder, Regions
+from unlearn_cli.io.images import load_photo, sha256_file, write_png_atomic
+from unlearn_cli.io.inputs import InputPhoto, InputSet
+from unlearn_cli.io.metadata import clean_metadata
+from unlearn_cli.report.budget import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     budget_dict,
@@ -52,8 +50,10 @@ from .report import (
     totals,
     write_json_atomic,
 )
-from .surrogates import Surrogate, cache_dir, load_surrogate, resolve_surrogate
-from .threads import torch_threads
+from unlearn_cli.runtime.cache import cache_dir, cache_key, cached, file_fingerprint
+from unlearn_cli.runtime.devices import compute_signature, resolve_device
+from unlearn_cli.runtime.threads import torch_threads
+from unlearn_cli.surrogates import Surrogate, load_surrogate, resolve_surrogate
 
 
 @dataclass(frozen=True)

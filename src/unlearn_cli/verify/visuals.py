@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import load_photo
-from .verify import original_path
+from unlearn_cli.io.images import load_photo
+from unlearn_cli.verify.files import original_path
 
 CONTACT_SHEET = "contact_sheet.png"
 LEARNING_CURVES = "learning_curves.png"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SetupError
+from unlearn_cli.errors import SetupError
 
 
 def device_problem(choice: str) -> str | None:

@@ -45,3 +45,11 @@ def cached(folder: Path, key: str, compute: Callable[[], T]) -> T:
     except OSError:
         Path(temporary).unlink(missing_ok=True)
     return value
+
+
+def cache_dir() -> Path:
+    """``$UNLEARN_CACHE_DIR``, else ``$XDG_CACHE_HOME/unlearn``, else ``~/.cache/unlearn``."""
+    if explicit := os.environ.get("UNLEARN_CACHE_DIR"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "unlearn"

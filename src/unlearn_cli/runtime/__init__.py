@@ -1,0 +1,1 @@
+"""Where and how computation runs: the cache of computed results, devices, threads."""
