@@ -126,16 +126,16 @@ def test_unreadable_and_looping_files_fail_alone(
     if os.geteuid() != 0:  # root reads anything: simulate the refusal instead
         secret.chmod(0)
     else:
-        import unlearn_cli.pipeline.run as pipeline
+        from unlearn_cli.pipeline import plan
 
-        real = pipeline.sha256_file
+        real = plan.sha256_file
 
         def refuse(path: Path) -> str:
             if Path(path) == secret:
                 raise PermissionError(13, "Permission denied", str(path))
             return real(path)
 
-        monkeypatch.setattr(pipeline, "sha256_file", refuse)
+        monkeypatch.setattr(plan, "sha256_file", refuse)
     result = runner.invoke(
         app, ["protect", str(folder), "--surrogate", str(tiny_surrogate)] + FAST_OPTIONS
     )

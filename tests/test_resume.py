@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import unlearn_cli.pipeline.run as pipeline
 from unlearn_cli.cli import app
 from unlearn_cli.config import ClassLayout, ProtectConfig
 from unlearn_cli.io.images import sha256_file
 from unlearn_cli.io.inputs import collect_inputs
-from unlearn_cli.pipeline.run import Notice, PhotoFailed, RoundFinished, protect
+from unlearn_cli.pipeline import checkpoint, write
+from unlearn_cli.pipeline import plan as planning
+from unlearn_cli.pipeline.events import Notice, PhotoFailed, RoundFinished
+from unlearn_cli.pipeline.run import protect
 
 from .conftest import FAST_OPTIONS, pattern_image
 
@@ -65,7 +67,7 @@ def test_an_interrupted_optimisation_resumes_from_its_last_round(
     stop = _StopAt(2)
     with pytest.raises(KeyboardInterrupt):
         _run(folder, out, tiny_surrogate, on_event=stop)
-    assert (out / pipeline.WORK_FOLDER / pipeline.CHECKPOINT_NAME).is_file()
+    assert (out / checkpoint.WORK_FOLDER / checkpoint.CHECKPOINT_NAME).is_file()
     assert not list(out.glob("*.png"))
     events: list = []
     result = _run(folder, out, tiny_surrogate, on_event=events.append)
@@ -74,7 +76,7 @@ def test_an_interrupted_optimisation_resumes_from_its_last_round(
     assert [e.report.round for e in events if isinstance(e, RoundFinished)] == [3]
     assert [r["round"] for r in result.manifest["optimisation"]["rounds"]] == [1, 2, 3]
     assert _outputs(out) == _outputs(tmp_path / "straight")  # as if never interrupted
-    assert not (out / pipeline.WORK_FOLDER).exists()  # removed once the run completed
+    assert not (out / checkpoint.WORK_FOLDER).exists()  # removed once the run completed
 
 
 def test_an_interrupted_write_keeps_what_is_written_and_resumes(
@@ -83,7 +85,7 @@ def test_an_interrupted_write_keeps_what_is_written_and_resumes(
     folder = _photos(tmp_path / "in")
     _run(folder, tmp_path / "straight", tiny_surrogate)
     out = tmp_path / "out"
-    real_write = pipeline._write_one
+    real_write = write.write_one
     calls = []
     fourth_written = threading.Event()
 
@@ -97,7 +99,7 @@ def test_an_interrupted_write_keeps_what_is_written_and_resumes(
             fourth_written.set()
         return entry
 
-    monkeypatch.setattr(pipeline, "_write_one", write_then_stop)
+    monkeypatch.setattr(write, "write_one", write_then_stop)
     with pytest.raises(KeyboardInterrupt):
         _run(folder, out, tiny_surrogate)
     assert fourth_written.is_set()
@@ -107,7 +109,7 @@ def test_an_interrupted_write_keeps_what_is_written_and_resumes(
     listed = {entry["output"] for entry in manifest["photos"]}
     assert manifest["interrupted"] and len(listed) == 3
     assert {path.name for path in out.glob("*.png")} == listed
-    monkeypatch.setattr(pipeline, "_write_one", real_write)
+    monkeypatch.setattr(write, "write_one", real_write)
     events: list = []
     result = _run(folder, out, tiny_surrogate, on_event=events.append)
     notices = [event.message for event in events if isinstance(event, Notice)]
@@ -228,7 +230,7 @@ def test_a_full_disk_stops_the_run_keeps_what_is_written_and_resumes(
 ) -> None:
     folder = _photos(tmp_path / "in", 3)
     out = tmp_path / "in-protected"
-    real_write = pipeline.write_png_atomic
+    real_write = write.write_png_atomic
     calls = []
 
     def disk_fills_up(path, *args, **kwargs):
@@ -237,7 +239,7 @@ def test_a_full_disk_stops_the_run_keeps_what_is_written_and_resumes(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "write_png_atomic", disk_fills_up)
+    monkeypatch.setattr(write, "write_png_atomic", disk_fills_up)
     common = [str(folder), "--surrogate", str(tiny_surrogate)]
     result = _cli(*common)
     assert result.exit_code == 1
@@ -248,7 +250,7 @@ def test_a_full_disk_stops_the_run_keeps_what_is_written_and_resumes(
     listed = [p["output"] for p in manifest["photos"]]
     assert len(listed) == 1 and [path.name for path in out.glob("*.png")] == listed
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
-    monkeypatch.setattr(pipeline, "write_png_atomic", real_write)
+    monkeypatch.setattr(write, "write_png_atomic", real_write)
     assert _cli(*common).exit_code == 0
     assert sorted(_outputs(out)) == ["0.png", "1.png", "2.png"]
 
@@ -266,6 +268,6 @@ def test_an_unwritable_output_folder_is_a_setup_error(
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(pipeline.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(planning.tempfile, "TemporaryFile", read_only)
     result = _cli(str(folder), "--surrogate", str(tiny_surrogate))
     assert result.exit_code == 2 and "Read-only file system" in result.stderr

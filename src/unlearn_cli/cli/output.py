@@ -48,7 +48,7 @@ class ProgressView(AbstractContextManager):
         self.progress.__exit__(*exc_info)
 
     def __call__(self, event: object) -> None:
-        from unlearn_cli.pipeline.run import (
+        from unlearn_cli.pipeline.events import (
             Notice,
             PhaseAdvanced,
             PhaseStarted,
