@@ -64,6 +64,7 @@ from unlearn_cli.io.inputs import collect_inputs
 from unlearn_cli.pipeline.run import protect as run_protect
 from unlearn_cli.report.budget import measure_budget
 from unlearn_cli.runtime.cache import cache_key
+from unlearn_cli.verify.adaptive import DLIB_RESOLUTION
 from unlearn_cli.verify.countermeasures import Countermeasure, attack_settings_for, sanitise
 
 ROOT = Path(__file__).resolve().parent
@@ -424,9 +425,6 @@ def adaptive_row(
         torch.zeros(len(test_images), dtype=torch.long),
     )
     return {method: by_class[0] for method, by_class in rates.items()}
-
-
-DLIB_RESOLUTION = 150  # as verify --adaptive enrols: dlib's own aligned chip is 150 px
 
 
 @cache

@@ -23,18 +23,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from unlearn_cli.engine.attack import (
     AttackSettings,
-    probe_recognition,
     run_attack,
-    train_feature_extractor,
 )
-from unlearn_cli.engine.training import embed
 from unlearn_cli.errors import ImageError, SetupError
 from unlearn_cli.faces.detection import DetectedFace, aligned_crop, alignment_matrix
 from unlearn_cli.faces.embedder import FaceEmbedder, facenet_available
@@ -43,6 +39,12 @@ from unlearn_cli.faces.regions import Protection
 from unlearn_cli.io.images import Photo, load_photo, resize_for_model
 from unlearn_cli.runtime.devices import device_problem, resolve_device
 from unlearn_cli.surrogates import NAMED_SURROGATES, Surrogate, load_surrogate, surrogate_images
+from unlearn_cli.verify.adaptive import (
+    ADAPTIVE_EXTRACTOR,
+    DLIB_RESOLUTION,
+    adaptive_rates,
+    rates_by_method,
+)
 from unlearn_cli.verify.countermeasures import Countermeasure, attack_settings_for, sanitise
 from unlearn_cli.verify.files import original_path
 
@@ -86,10 +88,6 @@ class LearnabilitySettings:
     def attacks(self) -> tuple[Countermeasure, ...]:
         """Plain first, then the requested countermeasures, each once."""
         return tuple(dict.fromkeys((Countermeasure.plain, *self.countermeasures)))
-
-
-ADAPTIVE_EXTRACTOR = "resnet18_imagenet"
-DLIB_RESOLUTION = 150  # the face crops dlib enrols: its own aligned chip is 150 px
 
 
 @dataclass(frozen=True)
@@ -171,53 +169,6 @@ def _sanitised_references(
             images.append(resize_for_model(Photo(sanitise(rgb, countermeasure)), resolution))
             labels.append(index)
     return torch.stack(images), torch.tensor(labels)
-
-
-def _adaptive_rates(
-    references: tuple[torch.Tensor, torch.Tensor],
-    galleries: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    test_images: torch.Tensor,
-    test_labels: torch.Tensor,
-    settings: LearnabilitySettings,
-    device: torch.device,
-) -> dict[str, dict[str, dict[int, float]]]:
-    """Per attacker (embedding and matching method) and gallery (clean or protected
-    enrolment), the share of each class's held-out photos matched to it, in the embedding of a
-    model that never saw the user: the proxy trained here on the references, and the pretrained
-    face model too when its weights are cached (as a real attacker would download them)."""
-    reference_images, reference_labels = references
-    extractor = train_feature_extractor(
-        reference_images,
-        reference_labels,
-        AttackSettings(architecture=ADAPTIVE_EXTRACTOR, epochs=settings.epochs),
-        seed=settings.seed,
-        device=device,
-    )
-    embedders: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "adaptive": partial(embed, extractor)
-    }
-    if facenet_available():
-        embedders["adaptive-facenet"] = FaceEmbedder(device).embed
-    rates: dict[str, dict[str, dict[int, float]]] = {}
-    for prefix, embedder in embedders.items():
-        rates |= _rates_by_method(prefix, embedder, galleries, test_images, test_labels)
-    return rates
-
-
-def _rates_by_method(
-    prefix: str,
-    embedder: Callable[[torch.Tensor], torch.Tensor],
-    galleries: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    test_images: torch.Tensor,
-    test_labels: torch.Tensor,
-) -> dict[str, dict[str, dict[int, float]]]:
-    """``{prefix}-{matching method}`` -> gallery condition -> each class's share matched."""
-    rates: dict[str, dict[str, dict[int, float]]] = {}
-    for condition, (images, labels) in galleries.items():
-        by_method = probe_recognition(embedder, images, labels, test_images, test_labels)
-        for method, by_class in by_method.items():
-            rates.setdefault(f"{prefix}-{method}", {})[condition] = by_class
-    return rates
 
 
 def _attack_name(row: dict) -> str:
@@ -376,7 +327,7 @@ def measure_learnability(
     if settings.adaptive:
         if on_training is not None:
             on_training(f"{ADAPTIVE_EXTRACTOR} feature extractor on the reference identities")
-        by_attacker = _adaptive_rates(
+        by_attacker = adaptive_rates(
             reference_set(Countermeasure.plain),
             plain_sets,
             test_images,
@@ -388,7 +339,7 @@ def measure_learnability(
             if on_training is not None:
                 on_training("dlib's pretrained face recogniser enrolling the photos")
             dlib_test, _ = images_of("test", False, resolution=DLIB_RESOLUTION)
-            by_attacker |= _rates_by_method(
+            by_attacker |= rates_by_method(
                 "dlib",
                 DlibRecognizer().embed,
                 training_sets(Countermeasure.plain, DLIB_RESOLUTION),
