@@ -36,7 +36,7 @@ class Embedder(StrEnum):
 @dataclass(frozen=True)
 class ProtectConfig:
     """Everything that decides the written files. Defaults were chosen by measurement (see
-    README)."""
+    docs/measurements.md)."""
 
     eps: int = 8
     mode: NoiseForm = NoiseForm.SAMPLE
@@ -62,7 +62,7 @@ class ProtectConfig:
     classes: ClassLayout = ClassLayout.AUTO
     seed: int = 0
     device: str = "auto"
-    threads: int | None = None  # CPU threads; None: as many as the cores left idle (see pipeline)
+    threads: int | None = None  # CPU threads; None: every usable core (see runtime.threads)
     faces: FaceMode = FaceMode.AUTO
     require_faces: bool = False
     main_face_only: bool = False

@@ -200,7 +200,7 @@ def protect(
         typer.Option(
             help="Also optimise through JPEG re-encoding, downscaling, colour jitter and "
             "grayscale, as uploads and scrapers apply them (measured stronger; a round takes "
-            "1.2-1.35x as long; see README).",
+            "1.2-1.35x as long; see docs/measurements.md).",
             rich_help_panel=OPTIMISATION,
         ),
     ] = True,
@@ -210,7 +210,7 @@ def protect(
             "--gray-noise/--colour-noise",
             help="Noise of brightness alone, the same on red, green and blue: no colour tint, "
             "and grayscale conversion keeps it, but at the same --eps it protected less than "
-            "colour noise (see README).",
+            "colour noise (see docs/measurements.md).",
             rich_help_panel=OPTIMISATION,
         ),
     ] = False,
@@ -220,7 +220,7 @@ def protect(
             "--rem",
             help="REM: optimise against a surrogate adversarially perturbed within this many "
             "levels (e.g. eps/2), meant to resist an attacker's adversarial training; about "
-            "1.4x the protect time; 0: off (see README).",
+            "1.4x the protect time; 0: off; see docs/measurements.md).",
             rich_help_panel=OPTIMISATION,
         ),
     ] = 0,

@@ -49,7 +49,7 @@ def protect(
     dry_run: bool = False,
     debug: bool = False,
 ) -> ProtectResult:
-    """Protect every photo of ``input_set``; see the module and README for what is written.
+    """Protect every photo of ``input_set``; see docs/reference.md for what is written.
 
     A photo already protected from the same original with the same settings (as recorded in
     the output folder's manifest) is kept, unless ``overwrite``; an interrupted optimisation
