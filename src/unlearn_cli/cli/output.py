@@ -144,6 +144,13 @@ def print_budget_table(console: Console, manifest: dict, manifest_path: str) -> 
             f"{manifest['optimisation']['seconds']:.0f} s",
             highlight=False,
         )
+    if people := manifest.get("people"):
+        complete = sum(person["complete"] for person in people)
+        console.print(
+            f"{complete} of {len(people)} people complete, each in its own job "
+            f"({manifest['runner']}); each has its own manifest in <out>/<class>/",
+            highlight=False,
+        )
     console.print(f"manifest: {manifest_path}", highlight=False)
 
 

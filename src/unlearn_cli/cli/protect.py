@@ -3,15 +3,20 @@ Heavy modules are imported inside the command so that ``unlearn --help`` stays i
 
 from __future__ import annotations
 
-import os
-import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from unlearn_cli.cli.exit_codes import EXIT_PHOTO_FAILED, exit_codes
+from unlearn_cli.cli.options import (
+    Classes,
+    EmbedderChoice,
+    FacesChoice,
+    Mode,
+    StripChoice,
+    read_stdin_paths,
+)
 
 EXIT_CODES_HELP = """
 Exit codes: 0 every photo protected; 1 one or more photos could not be protected (each is
@@ -20,44 +25,10 @@ no images found, surrogate unavailable); 130 interrupted.
 """
 
 
-class Mode(StrEnum):
-    sample = "sample"
-    class_ = "class"
-
-
-class Classes(StrEnum):
-    auto = "auto"
-    one = "one"
-
-
-class FacesChoice(StrEnum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class StripChoice(StrEnum):
-    location = "location"
-    all = "all"
-
-
-class EmbedderChoice(StrEnum):
-    auto = "auto"
-    face = "face"
-    surrogate = "surrogate"
-
-
-def read_stdin_paths(null_separated: bool) -> list[str]:
-    """Paths from stdin: one per line, or NUL-separated; bytes that are not UTF-8 are kept as
-    the file system's own (os.fsdecode), so any file name survives the pipe."""
-    data = sys.stdin.buffer.read()
-    parts = data.split(b"\0") if null_separated else data.splitlines()
-    return [os.fsdecode(part) for part in parts if part.strip()]
-
-
 OPTIMISATION = "Optimisation"
 FACES = "Faces"
 OUTPUT = "Output"
+BATCH = "Many people"
 
 
 def protect(
@@ -242,6 +213,31 @@ def protect(
             rich_help_panel=OPTIMISATION,
         ),
     ] = EmbedderChoice.auto,
+    per_class: Annotated[
+        bool,
+        typer.Option(
+            help="Protect each class (first-level subfolder: one person) in its own job, into "
+            "<out>/<class>/ with its own manifest, as a run on that folder alone would.",
+            rich_help_panel=BATCH,
+        ),
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Per-class jobs run at once on this machine, the cores shared among them "
+            "(implies --per-class).",
+            rich_help_panel=BATCH,
+        ),
+    ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the per-class jobs as Ray tasks: auto (the running cluster, else a local "
+            "one) or a cluster address; implies --per-class; pip install 'unlearn-cli[ray]'.",
+            show_default=False,
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
     null_separated: Annotated[
         bool,
         typer.Option(
@@ -329,6 +325,7 @@ def protect(
         from unlearn_cli.faces.regions import FaceMode
         from unlearn_cli.io.inputs import collect_inputs
         from unlearn_cli.io.metadata import MetadataPolicy
+        from unlearn_cli.pipeline.fanout import protect_people
         from unlearn_cli.pipeline.run import protect as run_protect
 
         if keep_metadata and strip_metadata is StripChoice.all:
@@ -365,17 +362,20 @@ def protect(
         )
         stdin_paths = read_stdin_paths(null_separated) if "-" in inputs else None
         input_set = collect_inputs(inputs, out, config.classes, stdin_paths)
+        options = {
+            "surrogate": surrogate,
+            "exclude_classes": frozenset(exclude_class or ()),
+            "overwrite": overwrite,
+            "dry_run": dry_run,
+            "debug": debug,
+        }
         with ProgressView(stderr, quiet) as view:
-            result = run_protect(
-                input_set,
-                config,
-                surrogate=surrogate,
-                exclude_classes=frozenset(exclude_class or ()),
-                on_event=view,
-                overwrite=overwrite,
-                dry_run=dry_run,
-                debug=debug,
-            )
+            if per_class or workers != 1 or ray is not None:
+                result = protect_people(
+                    input_set, config, on_event=view, workers=workers, ray_address=ray, **options
+                )
+            else:
+                result = run_protect(input_set, config, on_event=view, **options)
     if as_json:
         print_json(result.manifest)
     elif dry_run:

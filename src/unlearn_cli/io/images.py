@@ -6,13 +6,14 @@ orientation, in 8-bit RGB. Alpha, where there is one, is carried through unchang
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,10 +289,13 @@ def write_png_atomic(
     grayscale: bool = False,
     exif: bytes | None = None,
     xmp: bytes | None = None,
+    before_replace: Callable[[Path], None] | None = None,
 ) -> None:
     """Write a lossless PNG (grey when ``grayscale``) through a temporary file renamed into
     place, so that no half-written file is ever seen under the final name. EXIF goes into the
-    PNG eXIf chunk, XMP into the usual iTXt chunk."""
+    PNG eXIf chunk, XMP into the usual iTXt chunk. ``before_replace`` sees the complete
+    temporary file before the rename (to check it, or to record it first); if it raises,
+    nothing is renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(rgb[:, :, 0], "L") if grayscale else Image.fromarray(rgb, "RGB")
     if alpha is not None:
@@ -299,7 +303,10 @@ def write_png_atomic(
     text = PngImagePlugin.PngInfo()
     if xmp:
         text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", errors="replace"))
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(glob.escape(prefix) + "*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(
@@ -310,6 +317,8 @@ def write_png_atomic(
                 exif=exif or b"",
                 pnginfo=text,
             )
+        if before_replace is not None:
+            before_replace(Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -87,6 +87,7 @@ def plan_photos(
     input_set: InputSet,
     previous: dict | None,
     run_key: str,
+    journaled: dict[str, dict],
     changed: str,
     overwrite: bool,
     failures: list[dict],
@@ -94,8 +95,10 @@ def plan_photos(
     debug: bool,
 ) -> list[PlannedPhoto]:
     """Decide per photo: protect, redo (``changed`` says why, when the settings or compute
-    changed), skip (already done) or refuse (foreign output)."""
+    changed), skip (already done) or refuse (foreign output). ``journaled`` are the entries of
+    photos that a killed run of these settings wrote but did not list in its manifest."""
     earlier = {entry["source"]: entry for entry in (previous or {}).get("photos", [])}
+    earlier.update(journaled)
     same_settings = previous is not None and previous.get("run_key") == run_key
     emit(PhaseStarted("checking photos", len(input_set.photos)))
     plan = []
@@ -123,7 +126,7 @@ def plan_photos(
             )
         elif entry["source_sha256"] != sha:
             action, reason = Action.REDO, "the original changed"
-        elif not same_settings:
+        elif not (same_settings or photo.relative.as_posix() in journaled):
             action, reason = Action.REDO, changed
         elif sha256_file(target) != entry.get("output_sha256"):
             action, reason = Action.REDO, "the protected copy was modified"

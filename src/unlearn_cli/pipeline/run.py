@@ -19,6 +19,7 @@ from unlearn_cli.pipeline.events import (
     ProtectResult,
     record_failure,
 )
+from unlearn_cli.pipeline.journal import JOURNAL_NAME, WriteJournal
 from unlearn_cli.pipeline.manifest import ManifestWriter
 from unlearn_cli.pipeline.optimise import optimise_noise
 from unlearn_cli.pipeline.plan import (
@@ -84,7 +85,11 @@ def _protect(
         emit(Notice(f"{folder} holds protected output of an earlier run: not taken as input"))
     previous = previous_manifest(output_root, emit)
     changed = settings_changed(previous or {}, config, compute)
-    plan = plan_photos(input_set, previous, run_key, changed, overwrite, failures, emit, debug)
+    journal = WriteJournal(output_root / WORK_FOLDER / JOURNAL_NAME)
+    journaled = journal.entries(run_key)
+    plan = plan_photos(
+        input_set, previous, run_key, journaled, changed, overwrite, failures, emit, debug
+    )
     if dry_run:
         return dry_run_result(input_set, config, plan, failures)
     todo = [item for item in plan if item.action in (Action.PROTECT, Action.REDO)]
@@ -100,13 +105,13 @@ def _protect(
     if done:
         emit(Notice(f"{len(done)} photo(s) already protected with these settings: kept"))
     if not todo:
-        return manifest.save(final=True)
+        return _finish(manifest, journal)
     checkpoint = Checkpoint(output_root / WORK_FOLDER / CHECKPOINT_NAME)
     optimised = checkpoint.photos_to_optimise(plan, todo)
     class_names = sorted({item.photo.class_name for item in optimised})
     prepared = prepare_photos(optimised, class_names, config, device, failures, emit, debug)
     if not any(item.write for item in prepared):
-        return manifest.save(final=True)
+        return _finish(manifest, journal)
 
     prepared, noise_per_photo = optimise_noise(
         prepared,
@@ -122,6 +127,25 @@ def _protect(
         device,
         emit,
     )
-    write_photos(prepared, noise_per_photo, output_root, manifest, config, failures, emit, debug)
+    write_photos(
+        prepared,
+        noise_per_photo,
+        output_root,
+        manifest,
+        config,
+        failures,
+        emit,
+        debug,
+        journal,
+        run_key,
+    )
+    result = _finish(manifest, journal)
     checkpoint.remove()
-    return manifest.save(final=True)
+    return result
+
+
+def _finish(manifest: ManifestWriter, journal: WriteJournal) -> ProtectResult:
+    """The complete manifest written; only then is the journal of written photos dropped."""
+    result = manifest.save(final=True)
+    journal.remove()
+    return result

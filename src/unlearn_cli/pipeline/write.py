@@ -24,6 +24,7 @@ from unlearn_cli.pipeline.events import (
     describe_error,
     record_failure,
 )
+from unlearn_cli.pipeline.journal import WriteJournal
 from unlearn_cli.pipeline.manifest import ManifestWriter
 from unlearn_cli.pipeline.prepare import (
     PreparedPhoto,
@@ -48,6 +49,8 @@ def write_photos(
     failures: list[dict],
     emit: Callable[[Event], None],
     debug: bool,
+    journal: WriteJournal,
+    run_key: str,
 ) -> None:
     """Write every photo still to do, several at once (see WRITE_WORKERS) but recorded in order;
     a full disk stops the run, any other error one photo."""
@@ -80,7 +83,7 @@ def write_photos(
     with ThreadPoolExecutor(workers, thread_name_prefix="unlearn-write") as pool:
         try:
             for item, outcome in _submitted_in_order(
-                pool, workers, todo, output_root, config, in_flight
+                pool, workers, todo, (output_root, config, journal, run_key), in_flight
             ):
                 try:
                     record(item, outcome.result())
@@ -111,8 +114,7 @@ def _submitted_in_order(
     pool: ThreadPoolExecutor,
     ahead: int,
     todo: list[tuple[PreparedPhoto, torch.Tensor]],
-    output_root: Path,
-    config: ProtectConfig,
+    destination: tuple[Path, ProtectConfig, WriteJournal, str],
     in_flight: deque[tuple[PreparedPhoto, Future[dict]]],
 ) -> Iterator[tuple[PreparedPhoto, Future[dict]]]:
     """Each photo with its pending write, in order, submitted at most ``ahead`` photos before
@@ -120,7 +122,7 @@ def _submitted_in_order(
     writes are appended to ``in_flight``; the caller removes each one yielded (from the left)
     once it is dealt with, so the writes still there when it stops are known."""
     for item, photo_noise in todo:
-        in_flight.append((item, pool.submit(write_one, item, photo_noise, output_root, config)))
+        in_flight.append((item, pool.submit(write_one, item, photo_noise, *destination)))
         if len(in_flight) > ahead:
             yield in_flight[0]
     while in_flight:
@@ -128,46 +130,58 @@ def _submitted_in_order(
 
 
 def write_one(
-    item: PreparedPhoto, noise: torch.Tensor, output_root: Path, config: ProtectConfig
+    item: PreparedPhoto,
+    noise: torch.Tensor,
+    output_root: Path,
+    config: ProtectConfig,
+    journal: WriteJournal,
+    run_key: str,
 ) -> dict:
-    """Decode the full-size original again, add the noise, write, and measure the written file."""
+    """Decode the full-size original again, add the noise, and write; the file is measured and
+    recorded in the journal before it takes its name, so a file that breaks the budget is never
+    seen, and one on disk is always known to be ours."""
     original = load_photo(item.photo.path, config.max_pixels)
     protected_rgb = item.regions.apply(original, noise, config.eps)
     metadata = clean_metadata(original.exif, original.xmp, config.metadata)
-    target = output_root / item.photo.output
+    entry: dict = {}
+
+    def measure_and_record(written_path: Path) -> None:
+        written = load_photo(written_path, None)
+        budget = measure_budget(original.rgb, written.rgb)
+        if budget.linf > config.eps:  # the guarantee is by construction; never ship a breach
+            raise ValueError(
+                f"written file exceeds the budget (L-inf {budget.linf} > {config.eps})"
+            )
+        if original.alpha is not None and (
+            written.alpha is None or (written.alpha != original.alpha).any()
+        ):
+            raise ValueError("alpha channel changed while writing")
+        entry.update(
+            {
+                "source": item.photo.relative.as_posix(),
+                "output": item.photo.output.as_posix(),
+                "class": item.photo.class_name,
+                "source_sha256": item.sha256,
+                "output_sha256": sha256_file(written_path),
+                "width": original.size[0],
+                "height": original.size[1],
+                "has_alpha": original.alpha is not None,
+                "budget": budget_dict(budget),
+                **item.regions.as_dict(),
+                "metadata_removed": metadata.removed,
+                "notes": list(original.notes),
+            }
+        )
+        journal.record(run_key, entry)
+
     write_png_atomic(
-        target,
+        output_root / item.photo.output,
         protected_rgb,
         original.alpha,
         original.icc_profile,
         original.grayscale,
         exif=metadata.exif,
         xmp=metadata.xmp,
+        before_replace=measure_and_record,
     )
-    del protected_rgb  # bounded memory: at most two full-size copies at once
-    written = load_photo(target, None)
-    budget = measure_budget(original.rgb, written.rgb)
-    if (
-        budget.linf > config.eps
-    ):  # the guarantee is by construction; never ship a file that breaks it
-        target.unlink(missing_ok=True)
-        raise ValueError(f"written file exceeds the budget (L-inf {budget.linf} > {config.eps})")
-    if original.alpha is not None and (
-        written.alpha is None or (written.alpha != original.alpha).any()
-    ):
-        target.unlink(missing_ok=True)
-        raise ValueError("alpha channel changed while writing")
-    return {
-        "source": item.photo.relative.as_posix(),
-        "output": item.photo.output.as_posix(),
-        "class": item.photo.class_name,
-        "source_sha256": item.sha256,
-        "output_sha256": sha256_file(target),
-        "width": original.size[0],
-        "height": original.size[1],
-        "has_alpha": original.alpha is not None,
-        "budget": budget_dict(budget),
-        **item.regions.as_dict(),
-        "metadata_removed": metadata.removed,
-        "notes": list(original.notes),
-    }
+    return entry

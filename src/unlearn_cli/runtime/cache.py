@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,23 +29,51 @@ def file_fingerprint(paths: list[Path]) -> str:
 
 
 def cached(folder: Path, key: str, compute: Callable[[], T]) -> T:
-    """Load ``folder/key.pt`` if present, else compute it and store it atomically."""
+    """Load ``folder/key.pt`` if present, else compute it and store it atomically. Processes
+    sharing the cache (``--workers``, Ray tasks on one machine) compute each value once: the
+    others wait for it under a lock instead of computing it again beside it."""
     path = folder / f"{key}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except (OSError, RuntimeError, EOFError):
-            path.unlink(missing_ok=True)
-    value = compute()
+    if (value := _load(path)) is not None:
+        return value
     folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(value, temporary)
-        os.replace(temporary, path)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
+    with _exclusive(folder / f"{key}.lock"):
+        if (value := _load(path)) is not None:  # computed by another process meanwhile
+            return value
+        value = compute()
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        os.close(handle)
+        try:
+            torch.save(value, temporary)
+            os.replace(temporary, path)
+        except OSError:
+            Path(temporary).unlink(missing_ok=True)
     return value
+
+
+def _load(path: Path):
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=False)
+    except (OSError, RuntimeError, EOFError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock between processes (POSIX ``flock``; no lock where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent processes may compute a value twice, harmlessly
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cache_dir() -> Path:
