@@ -281,6 +281,15 @@ def upsample_rows(small: torch.Tensor, rows: slice, height: int, width: int) -> 
 PNG_COMPRESS_LEVEL = 1
 
 
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file for an atomic write of ``path`` (``.<name>.<random>.tmp`` beside
+    it), after removing those that a killed writer of the same file left behind."""
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        stale.unlink(missing_ok=True)
+    return tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+
+
 def write_png_atomic(
     path: Path,
     rgb: np.ndarray,
@@ -303,10 +312,7 @@ def write_png_atomic(
     text = PngImagePlugin.PngInfo()
     if xmp:
         text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", errors="replace"))
-    prefix = f".{path.name}."
-    for stale in path.parent.glob(glob.escape(prefix) + "*.tmp"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    handle, temporary = temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from unlearn_cli.engine import (
     RoundReport,
 )
 from unlearn_cli.engine.minmin import MinMinCheckpoint
+from unlearn_cli.io.images import temporary_beside
 from unlearn_cli.pipeline.plan import (
     Action,
     PlannedPhoto,
@@ -73,7 +73,7 @@ class Checkpoint:
     def save(self, checkpoint: MinMinCheckpoint) -> None:
         state = {**vars(checkpoint), "rounds": [asdict(r) for r in checkpoint.rounds]}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        handle, temporary = temporary_beside(self.path)
         os.close(handle)
         try:
             torch.save({"key": self.key, "photos": self.photos, "state": state}, temporary)
@@ -84,5 +84,7 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # of a killed save
+            stale.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.path.parent.rmdir()

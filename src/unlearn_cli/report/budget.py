@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unlearn_cli.io.images import OUTPUT_MARKER
+from unlearn_cli.io.images import OUTPUT_MARKER, temporary_beside
 
 MANIFEST_NAME = OUTPUT_MARKER
 SCHEMA_VERSION = 1
@@ -140,7 +139,7 @@ def totals(photos: list[dict], failures: list[dict]) -> dict:
 def write_json_atomic(path: Path, content: dict) -> None:
     """Write JSON through a temporary file renamed into place, so readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = temporary_beside(path)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             json.dump(content, stream, indent=2, ensure_ascii=False)
