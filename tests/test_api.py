@@ -64,6 +64,7 @@ def _upward_imports(module: str, source: str, is_package: bool = False) -> list[
     "name",
     [
         "protect",
+        "protect_people",
         "ProtectConfig",
         "ProtectResult",
         "collect_inputs",

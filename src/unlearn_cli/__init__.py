@@ -40,6 +40,7 @@ _EXPORTS = {
     "collect_inputs": "io.inputs",
     "ProtectResult": "pipeline.run",
     "protect": "pipeline.run",
+    "protect_people": "pipeline.fanout",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -135,7 +135,7 @@ def _on_ray(
         _connect(ray, address)
     try:
         gpus = ray.cluster_resources().get("GPU", 0)
-        use_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+        use_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
         task = ray.remote(run_person).options(
             num_cpus=threads, num_gpus=1 if use_gpu else 0, max_retries=RAY_RETRIES
         )

@@ -14,6 +14,10 @@ Manifest schema (``schema_version`` 1), written as ``unlearn-manifest.json`` in 
   ``has_alpha`` and ``budget`` (``linf`` and ``mean_abs`` in levels, ``psnr`` in dB, ``ssim``)
 - ``failures``: per photo that could not be protected, ``source`` and ``error``
 - ``totals``: counts and the worst / mean budget figures
+
+A ``--per-class`` batch writes one such manifest per person in ``<out>/<class>/`` and a batch
+manifest in ``<out>/`` (``per_class``, ``runner``, ``people``, and every person's ``photos``,
+``failures`` and ``totals`` with paths relative to the batch; see pipeline.people).
 """
 
 from __future__ import annotations
