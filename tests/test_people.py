@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
 from unlearn_cli.config import ClassLayout, ProtectConfig
+from unlearn_cli.errors import OutputError
 from unlearn_cli.io.images import sha256_file
 from unlearn_cli.io.inputs import collect_inputs
 from unlearn_cli.pipeline import run as pipeline_run
@@ -137,6 +138,27 @@ def test_one_persons_failed_job_stops_no_one_else(
     assert "bob/0.png" in result.stderr and "simulated crash" in result.stderr
 
 
+def test_a_job_failing_after_writing_keeps_its_photos_listed(
+    tmp_path: Path, tiny_surrogate: Path, monkeypatch
+) -> None:
+    batch = _batch(tmp_path / "in")
+    real_protect = pipeline_run.protect
+
+    def fail_after_writing(input_set, *args, **kwargs):
+        result = real_protect(input_set, *args, **kwargs)
+        if input_set.class_names == ["bob"]:
+            raise OutputError("cannot write to the disk: simulated")
+        return result
+
+    monkeypatch.setattr(pipeline_run, "protect", fail_after_writing)
+    inputs = collect_inputs([str(batch)], tmp_path / "out", ClassLayout.AUTO)
+    manifest = protect_people(inputs, CONFIG, surrogate=str(tiny_surrogate)).manifest
+    bob = next(person for person in manifest["people"] if person["class"] == "bob")
+    assert "simulated" in bob["error"] and not bob["complete"] and not manifest["complete"]
+    assert not manifest["failures"]  # every photo of bob's was written before the failure
+    assert len(manifest["photos"]) == sum(PEOPLE.values())
+
+
 def test_per_class_setup_errors_are_one_line(tmp_path: Path, tiny_surrogate: Path) -> None:
     batch = _batch(tmp_path / "in")
     common = ["protect", str(batch), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
@@ -164,6 +186,7 @@ KILLED_RUN = """
 import os, signal, sys
 from pathlib import Path
 from unlearn_cli.config import ClassLayout, ProtectConfig
+from unlearn_cli.errors import OutputError
 from unlearn_cli.io.inputs import collect_inputs
 from unlearn_cli.pipeline import write
 from unlearn_cli.pipeline.run import protect

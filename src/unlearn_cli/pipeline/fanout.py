@@ -71,7 +71,7 @@ def protect_people(
         dry_run,
         debug,
     )
-    batch = BatchManifest(input_set, replace(config, threads=threads), runner)
+    batch = BatchManifest(input_set, replace(config, threads=threads), runner, dry_run)
     emit(Notice(f"{len(jobs)} person(s), each protected in its own job: {runner}"))
     if dry_run or (ray_address is None and workers == 1):
         outcomes = (run_person(job, emit) for job in jobs)
@@ -83,8 +83,8 @@ def protect_people(
         for photo, reason in batch.add(outcome):
             emit(PhotoFailed(str(photo.path), reason))
         emit(Notice(_summary(outcome, dry_run)))
-        batch.save(dry_run)
-    return batch.save(dry_run)
+        batch.save()
+    return batch.save()
 
 
 def _share(workers: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -49,6 +49,11 @@ class PersonOutcome:
     manifest: dict | None
     error: str | None = None
     seconds: float = 0.0
+    written: list[dict] = field(default_factory=list)  # of a failed job: what it listed
+
+    @property
+    def photos(self) -> list[dict]:
+        return self.manifest["photos"] if self.manifest else self.written
 
 
 def split_people(input_set: InputSet) -> list[tuple[str, InputSet, tuple[InputPhoto, ...]]]:
@@ -87,7 +92,7 @@ def person_jobs(
     dry_run: bool,
     debug: bool,
 ) -> list[PersonJob]:
-    if (input_set.output_root / MANIFEST_NAME).is_file() and _is_joint_run(input_set.output_root):
+    if _is_joint_run(input_set.output_root):
         raise SetupError(
             f"{input_set.output_root} holds the output of a run without --per-class; "
             "choose another --out"
@@ -99,11 +104,15 @@ def person_jobs(
 
 
 def _is_joint_run(output_root: Path) -> bool:
+    manifest = _read_manifest(output_root)
+    return manifest is not None and "people" not in manifest and bool(manifest.get("photos"))
+
+
+def _read_manifest(folder: Path) -> dict | None:
     try:
-        manifest = json.loads((output_root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return "people" not in manifest and bool(manifest.get("photos"))
+        return None
 
 
 def run_person(job: PersonJob, on_event: Callable[[Event], None] | None = None) -> PersonOutcome:
@@ -141,8 +150,11 @@ def run_person(job: PersonJob, on_event: Callable[[Event], None] | None = None) 
 class BatchManifest:
     """The batch's manifest, rewritten atomically as each person's job finishes."""
 
-    def __init__(self, input_set: InputSet, config: ProtectConfig, runner: str) -> None:
+    def __init__(
+        self, input_set: InputSet, config: ProtectConfig, runner: str, dry_run: bool
+    ) -> None:
         self.input_set = input_set
+        self.dry_run = dry_run
         self.path = input_set.output_root / MANIFEST_NAME
         self.started = time.perf_counter()
         self.outcomes: dict[str, PersonOutcome] = {}
@@ -165,6 +177,9 @@ class BatchManifest:
     def add(self, outcome: PersonOutcome) -> list[tuple[InputPhoto, str]]:
         """Record a finished person; returns the photos that could not be protected, and why,
         for the caller to report."""
+        if outcome.manifest is None and not self.dry_run:  # what it wrote stays: listed
+            earlier = _read_manifest(self.input_set.output_root / outcome.name)
+            outcome.written = (earlier or {}).get("photos", [])
         self.outcomes[outcome.name] = outcome
         return [
             (self.originals[(outcome.name, entry["source"])], entry["error"])
@@ -174,21 +189,23 @@ class BatchManifest:
     def _failed(self, outcome: PersonOutcome) -> list[dict]:
         if outcome.manifest is None:
             reason = f"the job for {outcome.name} failed: {outcome.error}"
+            written = {entry["source"] for entry in outcome.written}
             return [
                 {"source": source, "error": reason}
                 for name, source in self.originals
-                if name == outcome.name
+                if name == outcome.name and source not in written
             ]
         return outcome.manifest["failures"]
 
-    def save(self, dry_run: bool = False) -> ProtectResult:
+    def save(self) -> ProtectResult:
+        dry_run = self.dry_run
         photos: list[dict] = []
         failures: list[dict] = []
         people = []
         for name in sorted(self.outcomes):
             outcome = self.outcomes[name]
             manifest = outcome.manifest or {}
-            photos += [self._in_batch(name, entry) for entry in manifest.get("photos", [])]
+            photos += [self._in_batch(name, entry) for entry in outcome.photos]
             failures += [self._in_batch(name, entry) for entry in self._failed(outcome)]
             people.append(
                 {
