@@ -229,6 +229,30 @@ def test_a_run_killed_outright_adopts_what_it_wrote(tmp_path: Path, tiny_surroga
     assert not (out / WORK_FOLDER).exists()
 
 
+def test_sigterm_stops_local_workers_at_once_and_the_rerun_goes_on(
+    tmp_path: Path, tiny_surrogate: Path
+) -> None:
+    batch = _batch(tmp_path / "in")
+    out = tmp_path / "out"
+    slow = ["--rounds", "15", "--min-rounds", "15", "--threads", "1"]
+    command = [sys.executable, "-m", "unlearn_cli", "protect", str(batch), "-o", str(out)]
+    command += ["--workers", "2", "--surrogate", str(tiny_surrogate), *FAST_OPTIONS, *slow]
+    running = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(f"*/{WORK_FOLDER}/{CHECKPOINT_NAME}")):
+        assert running.poll() is None and time.monotonic() < deadline, running.stderr.read()
+        time.sleep(0.05)
+    running.terminate()
+    stopped = time.monotonic()
+    assert running.wait(timeout=60) == 130
+    assert time.monotonic() - stopped < 20  # not after every running person was finished
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    straight = [part if part != str(out) else str(tmp_path / "straight") for part in command]
+    assert subprocess.run(straight, capture_output=True).returncode == 0
+    assert _outputs(out) == _outputs(tmp_path / "straight")  # as if never stopped
+
+
 def _ray_workers_running(task_name: str) -> list[int]:
     """Pids of Ray worker processes executing ``task_name`` (Ray names them ray::<task>)."""
     pids = []

@@ -116,7 +116,9 @@ def _in_processes(jobs: list[PersonJob], workers: int) -> Iterator[PersonOutcome
                     yield future.result()
                 except Exception as error:  # the worker process died (killed, out of memory)
                     yield PersonOutcome(job.name, None, f"worker process failed: {error}")
-        except BaseException:
+        except BaseException:  # Ctrl-C or SIGTERM: stop the workers now, not after their person
+            for worker in multiprocessing.active_children():
+                worker.terminate()  # safe: the checkpoint and write journal keep their work
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
