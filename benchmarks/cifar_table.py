@@ -195,7 +195,7 @@ def protect_config(scale: Scale, form: NoiseForm) -> ProtectConfig:
 def parse_override(text: str) -> tuple[str, int | float | bool]:
     """``rounds=40`` -> ("rounds", 40): a protect setting that shapes the noise, typed as ours."""
     name, _, value = text.partition("=")
-    tunable = set(NOISE_SETTINGS) - {"eps", "surrogate_model"}
+    tunable = set(NOISE_SETTINGS) - {"eps", "surrogate_model"} | {"consensus"}
     if name not in tunable or not value:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, NAME one of {sorted(tunable)}")
     current = getattr(ProtectConfig(), name)
@@ -205,9 +205,11 @@ def parse_override(text: str) -> tuple[str, int | float | bool]:
 
 
 def noise_settings(config: ProtectConfig) -> dict:
-    """The row's key: with --robust, the degradations too (rows without it keep their keys)."""
+    """The row's key: with --robust, the degradations too, and a consensus only when it is on
+    (rows without them keep their keys)."""
     values = config.as_dict()
     names = NOISE_SETTINGS + (("degrade",) if config.robust else ())
+    names += ("consensus",) if "consensus" in values else ()
     return {"form": str(config.mode), **{name: values[name] for name in names}}
 
 

@@ -325,6 +325,8 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "rounds40": ProtectConfig(rounds=40, min_rounds=40),
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
+        "cons50": ProtectConfig(consensus=0.5),
+        "cons80": ProtectConfig(consensus=0.8),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
@@ -593,10 +595,58 @@ def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surro
     return row
 
 
-def survival_phase(
-    users: list[str], seeds: list[int], datasets: list[str], surrogate: list[str]
+SHEET_PHOTOS = 4
+
+
+def survival_sheet(
+    user: str, seed: int, configs: dict[str, ProtectConfig], surrogate: list[str], out: Path
 ) -> None:
-    """The noise kept by each countermeasure, per protected dataset (cached .npz reused)."""
+    """A contact sheet of the user's first photos: the original, then each dataset's protected
+    photo and its noise amplified to fill the colour range, side by side at full size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = sorted(user_split(user)[0], key=lambda p: p.name)[:SHEET_PHOTOS]
+    protected = {n: protected_rgbs(user, n, c, seed, surrogate)[0] for n, c in configs.items()}
+    columns = 1 + 2 * len(configs)
+    figure, axes = plt.subplots(
+        len(paths), columns, figsize=(2.2 * columns, 2.4 * len(paths)), squeeze=False
+    )
+    for index, (row, path) in enumerate(zip(axes, paths, strict=True)):
+        original = load_photo(path).rgb
+        panels = [(original, "original")]
+        for name, config in configs.items():
+            rgb = protected[name][index]
+            noise = rgb.astype(np.int16) - original
+            gain = 127.5 / config.eps
+            amplified = np.clip(127.5 + noise * gain, 0, 255).astype(np.uint8)
+            short = name.split("-")[0]
+            panels += [
+                (rgb, f"{short}, eps {config.eps}"),
+                (amplified, f"{short} noise x{gain:.0f}"),
+            ]
+        for axis, (image, title) in zip(row, panels, strict=True):
+            axis.imshow(image)
+            axis.set_title(title, fontsize=7)
+            axis.axis("off")
+    figure.suptitle(f"{user}, seed {seed}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
+def survival_phase(
+    users: list[str],
+    seeds: list[int],
+    datasets: list[str],
+    surrogate: list[str],
+    results: str = "robust",
+) -> None:
+    """The noise kept by each countermeasure, per protected dataset (cached .npz reused), and
+    a contact sheet of the first user and seed. ``results`` other than the default writes
+    results/tune_defaults_survival-<results>.* instead of the main file."""
     configs = {n: c for n, c in chosen_datasets(datasets).items() if c is not None}
     rows: dict[str, list[dict]] = {}
     for seed in seeds:
@@ -629,8 +679,14 @@ def survival_phase(
             f"{medians[c]:.3g}" if c == "ssim" else f"{medians[c]:.2f}" for c in columns
         )
         lines.append(f"| {name} | {len(rows[name])} | {cells} |")
-    out = ROOT / "results" / "tune_defaults_survival.json"
+    stem = "tune_defaults_survival" + ("" if results == "robust" else f"-{results}")
+    out = ROOT / "results" / f"{stem}.json"
     out.write_text(json.dumps({"users": users, "seeds": seeds, "summary": summary, "rows": rows}))
+    sheet = out.with_suffix(".png")
+    measured = {n: c for n, c in configs.items() if n in rows}
+    if measured:
+        survival_sheet(users[0], seeds[0], measured, surrogate, sheet)
+        lines += ["", f"Contact sheet: `{sheet.name}` ({users[0]}, seed {seeds[0]})."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -770,7 +826,8 @@ def main() -> None:
     parser.add_argument(
         "--results",
         default="robust",
-        help="robust: the results' name, results/tune_defaults_<NAME>.{json,md} (default robust)",
+        help="robust: the results' name, results/tune_defaults_<NAME>.{json,md} (default "
+        "robust); survival: results/tune_defaults_survival-<NAME>.{json,md,png} unless robust",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -806,7 +863,7 @@ def main() -> None:
     if args.phase == "survival":
         seeds = [int(seed) for seed in args.seeds.split(",")]
         datasets = [d for d in args.datasets.split(",") if d != "clean"]
-        survival_phase(args.users.split(","), seeds, datasets, surrogate)
+        survival_phase(args.users.split(","), seeds, datasets, surrogate, args.results)
         return
     if args.phase == "tune":
         users, settings, seeds = TUNE_USERS, GRID, [0]

@@ -310,3 +310,36 @@ def test_gray_noise_is_the_same_on_every_channel_and_still_lowers_the_loss() -> 
         clean = torch.nn.functional.cross_entropy(model(own), own_labels)
         noisy = torch.nn.functional.cross_entropy(model(own + noise), own_labels)
     assert noisy < clean
+
+
+def _class_alignment(noise: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean cosine of each image's noise with its class's mean noise."""
+    flat = noise.flatten(1)
+    means = torch.stack([flat[labels == c].mean(0) for c in range(int(labels.max()) + 1)])
+    return float(torch.nn.functional.cosine_similarity(flat, means[labels]).mean())
+
+
+def test_consensus_pulls_a_class_noise_towards_one_direction() -> None:
+    """consensus 1: every image of a class takes its class's step (away from the pixel bounds,
+    one noise per class); 0.5 lies between that and the independent steps of consensus 0."""
+    own, own_labels = _separable(6, 2, seed=7)
+    own = 0.1 + 0.8 * own  # no pixel near 0 or 1: the projection clips nothing
+    others, other_labels = _separable(8, 2, seed=8)
+    alignment = {}
+    for weight in (0.0, 0.5, 1.0):
+        model = create_model("resnet_small", 4, seed=0)
+        settings_ = dataclasses.replace(SMALL_RUN, consensus=weight)
+        noise = (
+            ErrorMinimizingNoise(model, settings_)
+            .generate(own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0))
+            .noise
+        )
+        assert noise.abs().amax() <= SMALL_RUN.eps + 1e-6
+        alignment[weight] = _class_alignment(noise, own_labels)
+        if weight == 1.0:
+            for label in (0, 1):
+                same = noise[own_labels == label]
+                assert torch.allclose(same, same[:1].expand_as(same))
+    assert alignment[0.0] < alignment[0.5] < alignment[1.0]
+    with pytest.raises(ValueError, match="consensus"):
+        MinMinSettings(consensus=1.5)

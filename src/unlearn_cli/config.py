@@ -53,6 +53,7 @@ class ProtectConfig:
     rem_radius: int = 0  # levels; > 0: REM, against a surrogate perturbed within this radius
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
+    consensus: float = 0.0  # pull of a class's mean gradient on each noise step (library only)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -138,6 +139,7 @@ class ProtectConfig:
             adversarial_eps=self.rem_radius / 255,
             adversarial_steps=self.rem_steps,
             gray=self.gray,
+            consensus=self.consensus,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -161,6 +163,8 @@ class ProtectConfig:
             del values["rem_radius"], values["rem_steps"]
         if not self.gray:
             del values["gray"]
+        if not self.consensus:
+            del values["consensus"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

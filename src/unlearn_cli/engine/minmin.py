@@ -70,6 +70,7 @@ class MinMinSettings:
     adversarial_eps: float = 0.0  # REM's radius of the surrogate's perturbation; 0: plain min-min
     adversarial_steps: int = 2
     gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
+    consensus: float = 0.0  # weight of the class's mean gradient in every sample's noise step
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -83,6 +84,8 @@ class MinMinSettings:
             raise ValueError("need 1 <= min_rounds <= max_rounds")
         if self.adversarial_eps < 0 or self.adversarial_steps < 1:
             raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
+        if not 0 <= self.consensus <= 1:
+            raise ValueError(f"consensus must be in [0, 1], got {self.consensus}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -340,8 +343,8 @@ class ErrorMinimizingNoise:
                     (gradient,) = torch.autograd.grad(loss, noise)
                     if s.gray:
                         gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
-                    updates.append(-s.step_size * gradient.sign())
-                step = torch.cat(updates)
+                    updates.append(gradient)
+                step = -s.step_size * self._with_consensus(torch.cat(updates), labels).sign()
                 if s.form is NoiseForm.CLASS:
                     sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
                     counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
@@ -353,6 +356,20 @@ class ErrorMinimizingNoise:
         finally:
             for parameter in self.model.parameters():
                 parameter.requires_grad_(True)
+
+    def _with_consensus(self, gradient: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each image's gradient pulled towards its class's mean gradient by ``consensus``, so
+        that a class's noise shares one direction: a shortcut that a linear read-out, and so
+        any architecture, can pick up (the class separability of Ren et al., ICLR 2023).
+        Gradients are scaled to a mean magnitude of 1 first, so that no image dominates."""
+        weight = self.settings.consensus
+        if weight == 0 or self.settings.form is NoiseForm.CLASS:
+            return gradient
+        unit = gradient / gradient.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
+        classes = int(labels.max()) + 1
+        sums = torch.zeros(classes, *unit.shape[1:], device=unit.device).index_add_(0, labels, unit)
+        counts = torch.bincount(labels, minlength=classes).clamp(min=1).view(-1, 1, 1, 1)
+        return (1 - weight) * unit + weight * (sums / counts)[labels]
 
     @torch.no_grad()
     def _measure(
