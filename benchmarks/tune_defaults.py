@@ -325,8 +325,7 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "rounds40": ProtectConfig(rounds=40, min_rounds=40),
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
-        "cons50": ProtectConfig(consensus=0.5),
-        "cons80": ProtectConfig(consensus=0.8),
+        "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()

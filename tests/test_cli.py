@@ -105,6 +105,22 @@ def test_rem_protection_is_recorded_and_keeps_the_budget(
     _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
 
 
+def test_consensus_is_recorded_and_out_of_range_is_refused(
+    photo_folder: Path, tiny_surrogate: Path
+) -> None:
+    args = ["protect", str(photo_folder), "--surrogate", str(tiny_surrogate), *FAST_OPTIONS]
+    refused = run(*args, "--consensus", "1.5")
+    assert refused.exit_code == 2 and "--consensus" in refused.output
+    default = json.loads(run(*args, "--json").stdout)
+    assert default["settings"]["consensus"] == 0.5
+    off = run(*args, "--consensus", "0", "--json")
+    assert off.exit_code == 0, off.output
+    manifest = json.loads(off.stdout)
+    assert "consensus" not in manifest["settings"]
+    assert manifest["totals"]["protected"] == len(default["photos"])  # other noise, protected anew
+    _assert_within_budget(manifest, photo_folder, photo_folder.with_name("me-protected"), eps=8)
+
+
 def test_gray_noise_changes_brightness_alone_within_the_budget(
     photo_folder: Path, tiny_surrogate: Path
 ) -> None:

@@ -57,3 +57,19 @@ def test_gray_noise_is_in_the_settings_identity_only_when_on() -> None:
 def test_rem_radius_must_stay_within_the_budget() -> None:
     with pytest.raises(SetupError, match="--rem must be between 0 and eps"):
         ProtectConfig(eps=8, rem_radius=9)
+
+
+def test_consensus_is_on_by_default_and_off_keeps_the_key_of_the_earlier_default() -> None:
+    """consensus 0 is the default before consensus existed: its outputs keep their key, while
+    the default's noise is never taken for theirs."""
+    assert ProtectConfig().as_dict()["consensus"] == 0.5
+    assert ProtectConfig().minmin_settings().consensus == 0.5
+    off = ProtectConfig(consensus=0.0)
+    assert "consensus" not in off.as_dict()
+    assert off.output_key != ProtectConfig().output_key
+    assert off.minmin_settings().consensus == 0
+
+
+def test_consensus_must_be_a_weight() -> None:
+    with pytest.raises(SetupError, match="--consensus must be between 0 and 1"):
+        ProtectConfig(consensus=1.5)

@@ -53,7 +53,7 @@ class ProtectConfig:
     rem_radius: int = 0  # levels; > 0: REM, against a surrogate perturbed within this radius
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
-    consensus: float = 0.0  # pull of a class's mean gradient on each noise step (library only)
+    consensus: float = 0.5  # pull of a class's mean gradient on each noise step (0: none)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -101,6 +101,8 @@ class ProtectConfig:
             problems.append("--require-faces and --main-face-only need face detection (--faces)")
         if self.min_face_size < 1 or not 0 < self.face_confidence < 1:
             problems.append("--min-face-size must be >= 1 and --face-confidence in (0, 1)")
+        if not 0 <= self.consensus <= 1:
+            problems.append(f"--consensus must be between 0 and 1, got {self.consensus}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be at least 1, got {self.threads}")
         if self.max_pixels < 1:
@@ -156,8 +158,8 @@ class ProtectConfig:
 
     def as_dict(self) -> dict:
         """JSON-ready; the degradations only where they shape the noise (``robust``), REM's
-        settings and ``gray`` only when they are on, so that outputs written before they existed
-        keep their key."""
+        settings, ``gray`` and ``consensus`` only when they are on, so that outputs written
+        without them keep their key."""
         values = asdict(self)
         if not self.rem_radius:
             del values["rem_radius"], values["rem_steps"]

@@ -195,6 +195,18 @@ def protect(
             rich_help_panel=OPTIMISATION,
         ),
     ] = 0,
+    consensus: Annotated[
+        float,
+        typer.Option(
+            help="Pull of each class's mean gradient on every photo's noise step, 0 to 1: the "
+            "photos of a person share more of one noise, a shortcut that other architectures "
+            "learn too (measured stronger at 0.5 than 0 or 0.8; 0: each photo on its own; see "
+            "docs/measurements.md).",
+            min=0.0,
+            max=1.0,
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = 0.5,
     surrogate_model: Annotated[
         str, typer.Option(help="Surrogate architecture.", rich_help_panel=OPTIMISATION)
     ] = "resnet_small",
@@ -345,6 +357,7 @@ def protect(
             robust=robust,
             rem_radius=rem,
             gray=gray,
+            consensus=consensus,
             surrogate_model=surrogate_model,
             match_k=match_k,
             embedder=Embedder(embedder.value),
