@@ -681,11 +681,17 @@ def survival_phase(
     stem = "tune_defaults_survival" + ("" if results == "robust" else f"-{results}")
     out = ROOT / "results" / f"{stem}.json"
     out.write_text(json.dumps({"users": users, "seeds": seeds, "summary": summary, "rows": rows}))
-    sheet = out.with_suffix(".png")
+    # the sheet shows the data's own photos, which stay out of the repository: under the cache
+    sheet = CACHE / "sheets" / f"{stem}.png"
     measured = {n: c for n, c in configs.items() if n in rows}
     if measured:
+        sheet.parent.mkdir(parents=True, exist_ok=True)
         survival_sheet(users[0], seeds[0], measured, surrogate, sheet)
-        lines += ["", f"Contact sheet: `{sheet.name}` ({users[0]}, seed {seeds[0]})."]
+        lines += [
+            "",
+            f"Contact sheet (local only, it shows the data's photos): "
+            f"`{sheet.relative_to(ROOT)}` ({users[0]}, seed {seeds[0]}).",
+        ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
