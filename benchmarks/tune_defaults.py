@@ -66,6 +66,7 @@ from unlearn_cli.report.budget import measure_budget
 from unlearn_cli.runtime.cache import cache_key
 from unlearn_cli.verify.adaptive import DLIB_RESOLUTION
 from unlearn_cli.verify.countermeasures import Countermeasure, attack_settings_for, sanitise
+from unlearn_cli.verify.visuals import amplified_noise
 
 ROOT = Path(__file__).resolve().parent
 FACES = ROOT.parent.parent / "shared" / "data" / "faces"
@@ -618,13 +619,13 @@ def survival_sheet(
         panels = [(original, "original")]
         for name, config in configs.items():
             rgb = protected[name][index]
-            noise = rgb.astype(np.int16) - original
-            gain = 127.5 / config.eps
-            amplified = np.clip(127.5 + noise * gain, 0, 255).astype(np.uint8)
             short = name.split("-")[0]
             panels += [
                 (rgb, f"{short}, eps {config.eps}"),
-                (amplified, f"{short} noise x{gain:.0f}"),
+                (
+                    amplified_noise(original, rgb, config.eps),
+                    f"{short} noise x{127.5 / config.eps:.0f}",
+                ),
             ]
         for axis, (image, title) in zip(row, panels, strict=True):
             axis.imshow(image)

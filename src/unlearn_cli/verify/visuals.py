@@ -25,6 +25,13 @@ def _pyplot():
     return plt
 
 
+def amplified_noise(original: np.ndarray, protected: np.ndarray, eps: int) -> np.ndarray:
+    """The protected-minus-original difference stretched so that +-eps fills the colour range:
+    noise too faint to see at its true size."""
+    noise = protected.astype(np.int16) - original.astype(np.int16)
+    return np.clip(127.5 + noise * (127.5 / eps), 0, 255).astype(np.uint8)
+
+
 def contact_sheet(
     folder: Path, manifest: dict, originals: Path | None, target: Path, count: int = 6
 ) -> int:
@@ -45,8 +52,7 @@ def contact_sheet(
     for row, photo in zip(axes, sample, strict=True):
         original = load_photo(original_path(manifest, photo, originals)).rgb
         protected = load_photo(folder / photo["output"]).rgb
-        noise = protected.astype(np.int16) - original.astype(np.int16)
-        amplified = np.clip(127.5 + noise * (127.5 / eps), 0, 255).astype(np.uint8)
+        amplified = amplified_noise(original, protected, eps)
         for axis, image, title in zip(
             row,
             (original, protected, amplified),
