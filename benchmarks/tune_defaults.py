@@ -565,6 +565,29 @@ SURVIVAL_ATTACKS = [
 ]
 
 
+@cache
+def protected_originals(user: str) -> tuple[np.ndarray, ...]:
+    """The user's photos before protection, in manifest order (by name), decoded once per
+    process for every dataset measured on them."""
+    protected_paths, _ = user_split(user)
+    return tuple(load_photo(p).rgb for p in sorted(protected_paths, key=lambda p: p.name))
+
+
+def seen(images: list[np.ndarray] | tuple[np.ndarray, ...]) -> torch.Tensor:
+    """Photos as the attacker trains on them."""
+    return tensor_stack([Photo(rgb) for rgb in images], ATTACK_RESOLUTION).float()
+
+
+@cache
+def originals_seen(user: str, countermeasure: Countermeasure | None) -> torch.Tensor:
+    """The user's original photos after ``countermeasure`` (None: as they are), as the attacker
+    sees them; the same for every dataset, so computed once."""
+    originals = protected_originals(user)
+    if countermeasure is None:
+        return seen(originals)
+    return seen([sanitise(rgb, countermeasure) for rgb in originals])
+
+
 def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surrogate: list[str]):
     """How much of the noise an attacker still sees after each photo-level countermeasure, in
     seconds and without training: the projection of (protected - original) after it onto the
@@ -572,15 +595,10 @@ def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surro
     protected photos (1: all kept, 0: all removed). Also the noise's RMS in levels, and how
     visible it is: the median PSNR and SSIM of the photos at full size, as `protect` reports."""
     rgbs, _ = protected_rgbs(user, name, config, seed, surrogate)
-    protected_paths, _ = user_split(user)
-    originals = [load_photo(p).rgb for p in sorted(protected_paths, key=lambda p: p.name)]
-    for original, protected in zip(originals, rgbs, strict=True):  # manifest order: by name
+    originals = protected_originals(user)
+    for original, protected in zip(originals, rgbs, strict=True):
         assert np.abs(protected.astype(int) - original).max() <= config.eps, "photos misaligned"
-
-    def seen(images: list[np.ndarray]) -> torch.Tensor:
-        return tensor_stack([Photo(rgb) for rgb in images], ATTACK_RESOLUTION).float()
-
-    noise = seen(rgbs) - seen(originals)
+    noise = seen(rgbs) - originals_seen(user, None)
     budgets = [measure_budget(o, p) for o, p in zip(originals, rgbs, strict=True)]
     row = {
         "rms_levels": round(float(noise.pow(2).mean().sqrt()), 2),
@@ -588,8 +606,8 @@ def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surro
         "ssim": round(statistics.median(b.ssim for b in budgets), 4),
     }
     for countermeasure in SURVIVAL_ATTACKS:
-        after = seen([sanitise(rgb, countermeasure) for rgb in rgbs]) - seen(
-            [sanitise(rgb, countermeasure) for rgb in originals]
+        after = seen([sanitise(rgb, countermeasure) for rgb in rgbs]) - originals_seen(
+            user, countermeasure
         )
         row[str(countermeasure)] = round(float((noise * after).sum() / noise.pow(2).sum()), 3)
     return row
@@ -608,14 +626,13 @@ def survival_sheet(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = sorted(user_split(user)[0], key=lambda p: p.name)[:SHEET_PHOTOS]
+    originals = protected_originals(user)[:SHEET_PHOTOS]
     protected = {n: protected_rgbs(user, n, c, seed, surrogate)[0] for n, c in configs.items()}
     columns = 1 + 2 * len(configs)
     figure, axes = plt.subplots(
-        len(paths), columns, figsize=(2.2 * columns, 2.4 * len(paths)), squeeze=False
+        len(originals), columns, figsize=(2.2 * columns, 2.4 * len(originals)), squeeze=False
     )
-    for index, (row, path) in enumerate(zip(axes, paths, strict=True)):
-        original = load_photo(path).rgb
+    for index, (row, original) in enumerate(zip(axes, originals, strict=True)):
         panels = [(original, "original")]
         for name, config in configs.items():
             rgb = protected[name][index]
