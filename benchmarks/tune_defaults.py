@@ -327,9 +327,6 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
-        "shrink10": ProtectConfig(shrink=0.1),
-        "shrink30": ProtectConfig(shrink=0.3),
-        "shrink60": ProtectConfig(shrink=0.6),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()

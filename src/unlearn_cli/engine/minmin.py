@@ -71,7 +71,6 @@ class MinMinSettings:
     adversarial_steps: int = 2
     gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
     consensus: float = 0.0  # weight of the class's mean gradient in every sample's noise step
-    shrink: float = 0.0  # pull of every noise step towards zero, at full noise (0: none)
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -87,8 +86,6 @@ class MinMinSettings:
             raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
         if not 0 <= self.consensus <= 1:
             raise ValueError(f"consensus must be in [0, 1], got {self.consensus}")
-        if self.shrink < 0:
-            raise ValueError(f"shrink must be >= 0, got {self.shrink}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -347,10 +344,7 @@ class ErrorMinimizingNoise:
                     if s.gray:
                         gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
                     updates.append(gradient)
-                direction = self._with_consensus(torch.cat(updates), labels)
-                if s.shrink > 0:
-                    direction = self._with_shrink(direction, result.per_image(labels))
-                step = -s.step_size * direction.sign()
+                step = -s.step_size * self._with_consensus(torch.cat(updates), labels).sign()
                 if s.form is NoiseForm.CLASS:
                     sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
                     counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
@@ -376,13 +370,6 @@ class ErrorMinimizingNoise:
         sums = torch.zeros(classes, *unit.shape[1:], device=unit.device).index_add_(0, labels, unit)
         counts = torch.bincount(labels, minlength=classes).clamp(min=1).view(-1, 1, 1, 1)
         return (1 - weight) * unit + weight * (sums / counts)[labels]
-
-    def _with_shrink(self, gradient: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The gradient (scaled to a mean magnitude of 1) plus a pull of the noise towards zero,
-        ``shrink`` at the budget's edge: a pixel whose gradient is weaker than the pull settles
-        inside the budget, so noise that barely lowers the loss costs no visibility."""
-        unit = gradient / gradient.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
-        return unit + self.settings.shrink * noise / self.settings.eps
 
     @torch.no_grad()
     def _measure(
