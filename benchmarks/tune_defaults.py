@@ -30,6 +30,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from pathlib import Path
@@ -573,19 +574,18 @@ def protected_originals(user: str) -> tuple[np.ndarray, ...]:
     return tuple(load_photo(p).rgb for p in sorted(protected_paths, key=lambda p: p.name))
 
 
-def seen(images: list[np.ndarray] | tuple[np.ndarray, ...]) -> torch.Tensor:
+def seen(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Photos as the attacker trains on them."""
     return tensor_stack([Photo(rgb) for rgb in images], ATTACK_RESOLUTION).float()
 
 
 @cache
-def originals_seen(user: str, countermeasure: Countermeasure | None) -> torch.Tensor:
-    """The user's original photos after ``countermeasure`` (None: as they are), as the attacker
-    sees them; the same for every dataset, so computed once."""
-    originals = protected_originals(user)
-    if countermeasure is None:
-        return seen(originals)
-    return seen([sanitise(rgb, countermeasure) for rgb in originals])
+def originals_seen(
+    user: str, countermeasure: Countermeasure = Countermeasure.plain
+) -> torch.Tensor:
+    """The user's original photos after ``countermeasure`` (plain: as they are), as the
+    attacker sees them; the same for every dataset, so computed once."""
+    return seen([sanitise(rgb, countermeasure) for rgb in protected_originals(user)])
 
 
 def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surrogate: list[str]):
@@ -598,7 +598,7 @@ def noise_survival(user: str, name: str, config: ProtectConfig, seed: int, surro
     originals = protected_originals(user)
     for original, protected in zip(originals, rgbs, strict=True):
         assert np.abs(protected.astype(int) - original).max() <= config.eps, "photos misaligned"
-    noise = seen(rgbs) - originals_seen(user, None)
+    noise = seen(rgbs) - originals_seen(user)
     budgets = [measure_budget(o, p) for o, p in zip(originals, rgbs, strict=True)]
     row = {
         "rms_levels": round(float(noise.pow(2).mean().sqrt()), 2),
