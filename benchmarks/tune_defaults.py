@@ -328,6 +328,8 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
+        "sharp20": ProtectConfig(sharpness=0.2),
+        "sharp50": ProtectConfig(sharpness=0.5),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()
@@ -351,7 +353,12 @@ def protected_rgbs(
         rgbs, _ = protect_with_pipeline(protected_paths, surrogate, seed, config)
         seconds = time.perf_counter() - started
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, rgbs=np.stack(rgbs), seconds=np.array(seconds))
+        np.savez_compressed(
+            path,
+            rgbs=np.stack(rgbs),
+            seconds=np.array(seconds),
+            threads=np.array(torch.get_num_threads()),  # the noise's last bits depend on it
+        )
     with np.load(path) as data:
         return list(data["rgbs"]), float(data["seconds"])
 
