@@ -328,8 +328,7 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
-        "sharp20": ProtectConfig(sharpness=0.2),
-        "sharp50": ProtectConfig(sharpness=0.5),
+        "cons80": ProtectConfig(consensus=0.8),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()

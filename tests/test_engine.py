@@ -343,34 +343,3 @@ def test_consensus_pulls_a_class_noise_towards_one_direction() -> None:
     assert alignment[0.0] < alignment[0.5] < alignment[1.0]
     with pytest.raises(ValueError, match="consensus"):
         MinMinSettings(consensus=1.5)
-
-
-def test_sharpness_moves_the_surrogate_to_a_worse_model_and_back() -> None:
-    """The worst-case weight change raises the noisy images' loss; it holds for the noise steps
-    only: with no training steps the surrogate ends with the weights it started with."""
-    own, _ = _separable(6, 1, seed=1)
-    own_labels = torch.tensor([0, 0, 0, 1, 1, 1])
-    others, other_labels = _separable(6, 3, seed=2)
-    model = create_model("resnet_small", 5, seed=0)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    sharp = dataclasses.replace(SMALL_RUN, sharpness=0.5, train_steps=0)
-    result = ErrorMinimizingNoise(model, sharp).generate(
-        own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0)
-    )
-    assert result.noise.abs().max() <= SMALL_RUN.eps + 1e-6
-    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
-    engine = ErrorMinimizingNoise(model, sharp)
-
-    def loss() -> float:
-        with torch.no_grad():
-            return float(
-                torch.nn.functional.cross_entropy(
-                    model((own + result.noise).clamp(0, 1)), own_labels
-                )
-            )
-
-    before = loss()
-    engine._perturb_to_worst(own, own_labels, result)
-    assert loss() > before
-    with pytest.raises(ValueError, match="sharpness"):
-        MinMinSettings(sharpness=-0.1)

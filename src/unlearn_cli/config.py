@@ -54,7 +54,6 @@ class ProtectConfig:
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
     consensus: float = 0.5  # pull of a class's mean gradient on each noise step (0: none)
-    sharpness: float = 0.0  # worst-case relative weight change the noise must survive (0: none)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -143,7 +142,6 @@ class ProtectConfig:
             adversarial_steps=self.rem_steps,
             gray=self.gray,
             consensus=self.consensus,
-            sharpness=self.sharpness,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -169,8 +167,6 @@ class ProtectConfig:
             del values["gray"]
         if not self.consensus:
             del values["consensus"]
-        if not self.sharpness:
-            del values["sharpness"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

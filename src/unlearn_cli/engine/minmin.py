@@ -71,7 +71,6 @@ class MinMinSettings:
     adversarial_steps: int = 2
     gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
     consensus: float = 0.0  # weight of the class's mean gradient in every sample's noise step
-    sharpness: float = 0.0  # radius of the worst-case weight change the noise must survive
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -87,8 +86,6 @@ class MinMinSettings:
             raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
         if not 0 <= self.consensus <= 1:
             raise ValueError(f"consensus must be in [0, 1], got {self.consensus}")
-        if self.sharpness < 0:
-            raise ValueError(f"sharpness must be >= 0, got {self.sharpness}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -317,7 +314,6 @@ class ErrorMinimizingNoise:
         REM, the loss after the surrogate's worst perturbation of each augmented noisy image)."""
         s = self.settings
         self.model.eval()
-        saved = self._perturb_to_worst(protected, labels, result) if s.sharpness > 0 else None
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         try:
@@ -360,34 +356,6 @@ class ErrorMinimizingNoise:
         finally:
             for parameter in self.model.parameters():
                 parameter.requires_grad_(True)
-            if saved is not None:
-                with torch.no_grad():
-                    for parameter, weights in zip(self.model.parameters(), saved, strict=True):
-                        parameter.copy_(weights)
-
-    def _perturb_to_worst(
-        self, protected: torch.Tensor, labels: torch.Tensor, result: MinMinResult
-    ) -> list[torch.Tensor]:
-        """Move the surrogate's weights, for this round's noise steps, to where the noisy images'
-        loss rises fastest within a radius relative to each weight (adaptive SAM, Kwon et al.,
-        ICML 2021): noise that stays a shortcut for every nearby model, not only this one, has
-        a better chance with architectures it never saw. Returns the weights to restore."""
-        parameters = list(self.model.parameters())
-        gradients = [torch.zeros_like(p) for p in parameters]
-        noisy = (protected + result.per_image(labels)).clamp(0, 1)
-        for index in torch.arange(len(protected), device=self.device).split(self.settings.chunk):
-            with autocast(self.device, self.settings.mixed_precision):
-                logits = self.model(self._layout(noisy[index]))
-            loss = F.cross_entropy(logits.float(), labels[index], reduction="sum")
-            for total, part in zip(gradients, torch.autograd.grad(loss, parameters), strict=True):
-                total += part
-        scaled = [p.detach().abs() * g for p, g in zip(parameters, gradients, strict=True)]
-        norm = torch.sqrt(sum((t * t).sum() for t in scaled)).clamp_min(1e-12)
-        saved = [p.detach().clone() for p in parameters]
-        with torch.no_grad():
-            for parameter, direction in zip(parameters, scaled, strict=True):
-                parameter += self.settings.sharpness * parameter.abs() * direction / norm
-        return saved
 
     def _with_consensus(self, gradient: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each image's gradient pulled towards its class's mean gradient by ``consensus``, so
