@@ -349,14 +349,14 @@ def protected_rgbs(
     if not path.exists():
         protected_paths, _ = user_split(user)
         started = time.perf_counter()
-        rgbs, _ = protect_with_pipeline(protected_paths, surrogate, seed, config)
+        rgbs, manifest = protect_with_pipeline(protected_paths, surrogate, seed, config)
         seconds = time.perf_counter() - started
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             path,
             rgbs=np.stack(rgbs),
             seconds=np.array(seconds),
-            threads=np.array(torch.get_num_threads()),  # the noise's last bits depend on it
+            compute=np.array(manifest["compute"]),  # the run's device and threads, as recorded
         )
     with np.load(path) as data:
         return list(data["rgbs"]), float(data["seconds"])
