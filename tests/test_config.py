@@ -70,16 +70,6 @@ def test_consensus_is_on_by_default_and_off_keeps_the_key_of_the_earlier_default
     assert off.minmin_settings().consensus == 0
 
 
-def test_smoothing_is_off_by_default_and_keeps_the_default_key() -> None:
-    assert "smoothing" not in ProtectConfig().as_dict()
-    smoothed = ProtectConfig(smoothing=1.0)
-    assert smoothed.as_dict()["smoothing"] == 1.0
-    assert smoothed.minmin_settings().smoothing == 1.0
-    assert smoothed.output_key != ProtectConfig().output_key
-    with pytest.raises(SetupError, match="--smoothing must be at least 0"):
-        ProtectConfig(smoothing=-0.5)
-
-
 def test_consensus_must_be_a_weight() -> None:
     with pytest.raises(SetupError, match="--consensus must be between 0 and 1"):
         ProtectConfig(consensus=1.5)

@@ -343,28 +343,3 @@ def test_consensus_pulls_a_class_noise_towards_one_direction() -> None:
     assert alignment[0.0] < alignment[0.5] < alignment[1.0]
     with pytest.raises(ValueError, match="consensus"):
         MinMinSettings(consensus=1.5)
-
-
-def _roughness(noise: torch.Tensor) -> float:
-    """Mean change between horizontal neighbours, relative to the noise's mean magnitude."""
-    return float((noise[..., 1:] - noise[..., :-1]).abs().mean() / noise.abs().mean())
-
-
-def test_smoothing_makes_the_noise_vary_slowly_across_pixels() -> None:
-    """A blurred gradient gives neighbouring pixels the same step more often: noise that holds
-    over small shifts of the photo. Off (0) is the plain step."""
-    own, own_labels = _separable(6, 2, seed=7)
-    others, other_labels = _separable(8, 2, seed=8)
-    roughness = {}
-    for sigma in (0.0, 1.0):
-        model = create_model("resnet_small", 4, seed=0)
-        noise = (
-            ErrorMinimizingNoise(model, dataclasses.replace(SMALL_RUN, smoothing=sigma))
-            .generate(own, own_labels, others, other_labels + 2, torch.Generator().manual_seed(0))
-            .noise
-        )
-        assert noise.abs().amax() <= SMALL_RUN.eps + 1e-6
-        roughness[sigma] = _roughness(noise)
-    assert roughness[1.0] < 0.7 * roughness[0.0]
-    with pytest.raises(ValueError, match="smoothing"):
-        MinMinSettings(smoothing=-1)

@@ -54,7 +54,6 @@ class ProtectConfig:
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
     consensus: float = 0.5  # pull of a class's mean gradient on each noise step (0: none)
-    smoothing: float = 0.0  # Gaussian blur of each noise step's gradient, in pixels (0: none)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -104,8 +103,6 @@ class ProtectConfig:
             problems.append("--min-face-size must be >= 1 and --face-confidence in (0, 1)")
         if not 0 <= self.consensus <= 1:
             problems.append(f"--consensus must be between 0 and 1, got {self.consensus}")
-        if self.smoothing < 0:
-            problems.append(f"--smoothing must be at least 0, got {self.smoothing}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"--threads must be at least 1, got {self.threads}")
         if self.max_pixels < 1:
@@ -145,7 +142,6 @@ class ProtectConfig:
             adversarial_steps=self.rem_steps,
             gray=self.gray,
             consensus=self.consensus,
-            smoothing=self.smoothing,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -171,8 +167,6 @@ class ProtectConfig:
             del values["gray"]
         if not self.consensus:
             del values["consensus"]
-        if not self.smoothing:
-            del values["smoothing"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

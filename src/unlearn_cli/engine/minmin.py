@@ -22,7 +22,6 @@ removes most of colour noise.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,6 @@ from enum import StrEnum
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from .augment import AugmentSettings, random_augment
 from .training import (
@@ -73,7 +71,6 @@ class MinMinSettings:
     adversarial_steps: int = 2
     gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
     consensus: float = 0.0  # weight of the class's mean gradient in every sample's noise step
-    smoothing: float = 0.0  # Gaussian blur (sigma, surrogate pixels) of each step's gradient
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -89,8 +86,6 @@ class MinMinSettings:
             raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
         if not 0 <= self.consensus <= 1:
             raise ValueError(f"consensus must be in [0, 1], got {self.consensus}")
-        if self.smoothing < 0:
-            raise ValueError(f"smoothing must be >= 0, got {self.smoothing}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -349,8 +344,7 @@ class ErrorMinimizingNoise:
                     if s.gray:
                         gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
                     updates.append(gradient)
-                gradient = self._smoothed(torch.cat(updates))
-                step = -s.step_size * self._with_consensus(gradient, labels).sign()
+                step = -s.step_size * self._with_consensus(torch.cat(updates), labels).sign()
                 if s.form is NoiseForm.CLASS:
                     sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
                     counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
@@ -362,16 +356,6 @@ class ErrorMinimizingNoise:
         finally:
             for parameter in self.model.parameters():
                 parameter.requires_grad_(True)
-
-    def _smoothed(self, gradient: torch.Tensor) -> torch.Tensor:
-        """The gradient blurred by a Gaussian of ``smoothing`` pixels before its sign is taken,
-        as translation-invariant attacks do (Dong et al., CVPR 2019): a step that holds over
-        nearby shifts of the photo rather than at the surrogate's exact pixels."""
-        sigma = self.settings.smoothing
-        if sigma == 0:
-            return gradient
-        radius = max(1, math.ceil(2 * sigma))
-        return gaussian_blur(gradient, [2 * radius + 1] * 2, [sigma, sigma])
 
     def _with_consensus(self, gradient: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Each image's gradient pulled towards its class's mean gradient by ``consensus``, so
