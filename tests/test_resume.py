@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from unlearn_cli.cli import app
@@ -135,11 +136,33 @@ def test_another_thread_count_protects_again_instead_of_resuming(
     notices = [event.message for event in events if isinstance(event, Notice)]
     assert not [notice for notice in notices if notice.startswith("resuming")]
     assert [e.report.round for e in events if isinstance(e, RoundFinished)] == [1, 2, 3]
-    assert result.manifest["compute"] == "cpu, 1 thread(s)"
+    cpu = f"cpu {torch.backends.cpu.get_cpu_capability()}"
+    assert result.manifest["compute"] == f"{cpu}, 1 thread(s)"
     assert _outputs(out) == _outputs(tmp_path / "one")  # as a 1-thread run, not a mixture
     inputs = collect_inputs([str(folder)], out, ClassLayout.AUTO)
     plan = protect(inputs, CONFIG, surrogate=str(tiny_surrogate), dry_run=True)  # 2 threads
-    reason = "made with cpu, 1 thread(s), this run uses cpu, 2 thread(s) (the noise depends on it)"
+    reason = (
+        f"made with {cpu}, 1 thread(s), this run uses {cpu}, 2 thread(s) (the noise depends on it)"
+    )
+    assert {(p["action"], p["reason"]) for p in plan.manifest["photos"]} == {("redo", reason)}
+
+
+def test_outputs_made_on_another_kind_of_cpu_are_protected_again(
+    tmp_path: Path, tiny_surrogate: Path, monkeypatch
+) -> None:
+    """The same run limited to AVX2 on an AVX-512 machine writes other bytes, so a folder
+    protected on one CPU is not taken as done, or resumed, on a CPU with other vector units."""
+    folder = _photos(tmp_path / "in")
+    out = tmp_path / "out"
+    _run(folder, out, tiny_surrogate)
+    here = torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "OTHER")
+    inputs = collect_inputs([str(folder)], out, ClassLayout.AUTO)
+    plan = protect(inputs, CONFIG, surrogate=str(tiny_surrogate), dry_run=True)
+    reason = (
+        f"made with cpu {here}, 2 thread(s), this run uses cpu OTHER, 2 thread(s) "
+        "(the noise depends on it)"
+    )
     assert {(p["action"], p["reason"]) for p in plan.manifest["photos"]} == {("redo", reason)}
 
 

@@ -27,9 +27,12 @@ def resolve_device(choice: str) -> torch.device:
 
 def compute_signature(device: torch.device) -> str:
     """What computed floats depend on besides the inputs and settings: the device type, and on a
-    CPU the thread count (oneDNN sums convolution gradients in per-thread parts). It is part of
-    every cache key of computed results and of a run's key, so a run with another count never
-    reuses, resumes or mixes another count's results."""
+    CPU its vector instruction set and the thread count (oneDNN sums convolution gradients in
+    per-thread parts; the same run limited to AVX2 on an AVX-512 machine changed 80% of the
+    written pixels). It is part of every cache key of computed results and of a run's key, so a
+    run on another kind of CPU or with another count never reuses, resumes or mixes their
+    results."""
     if device.type == "cpu":
-        return f"cpu, {torch.get_num_threads()} thread(s)"
+        isa = torch.backends.cpu.get_cpu_capability()
+        return f"cpu {isa}, {torch.get_num_threads()} thread(s)"
     return device.type
