@@ -329,7 +329,6 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
         "rerun": ProtectConfig(),  # the default protected again, beside a candidate's run
-        "pool": ProtectConfig(surrogate_model="resnet_small_pool"),
     }
     return {"clean": None} | {
         f"{name}-{config.output_key[:8]}": config for name, config in configs.items()

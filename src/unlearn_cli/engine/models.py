@@ -99,19 +99,6 @@ def _resnet_small(num_classes: int) -> Classifier:
     return Classifier(_resnet(2, (32, 64, 128, 256), (1, 1, 1, 1)), 256, num_classes)
 
 
-def _resnet_small_pool(num_classes: int) -> Classifier:
-    """``resnet_small`` behind the front end that most ImageNet models share: the image at
-    twice its size (as an attacker trains at 64 px on noise made at 32), a strided convolution
-    and a max-pool, so that the noise is shaped for the 4x downsampling such stems do."""
-    trunk = _resnet(2, (32, 64, 128, 256), (1, 1, 1, 1))
-    stem = [
-        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-        *trunk[:3],
-        nn.MaxPool2d(3, 2, 1),
-    ]
-    return Classifier(nn.Sequential(*stem, *trunk[3:]), 256, num_classes)
-
-
 def _resnet18(num_classes: int) -> Classifier:
     return Classifier(_resnet(1, (64, 128, 256, 512), (2, 2, 2, 2)), 512, num_classes)
 
@@ -160,11 +147,6 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             "resnet_small", "ResNet with a strided stem, 4 blocks (fast surrogate)", _resnet_small
-        ),
-        ModelSpec(
-            "resnet_small_pool",
-            "resnet_small at twice the size behind a strided stem and a max-pool",
-            _resnet_small_pool,
         ),
         ModelSpec("resnet18", "the paper's ResNet-18 with a 3x3 stem (slow on CPU)", _resnet18),
         ModelSpec(
