@@ -356,7 +356,7 @@ def protected_rgbs(
             path,
             rgbs=np.stack(rgbs),
             seconds=np.array(seconds),
-            compute=np.array(manifest["compute"]),  # the run's device and threads, as recorded
+            compute=np.array(manifest["compute"]),  # device, instruction set, threads, as recorded
         )
     with np.load(path) as data:
         return list(data["rgbs"]), float(data["seconds"])
