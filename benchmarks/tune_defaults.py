@@ -328,8 +328,6 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
-        "mom10": ProtectConfig(momentum=1.0),  # MI-FGSM steps (Dong et al., CVPR 2018)
-        "sgm50": ProtectConfig(skip_gradient=0.5),  # skip gradient (Wu et al., ICLR 2020)
         "rerun": ProtectConfig(),  # the default protected again, beside a candidate's run
     }
     return {"clean": None} | {

@@ -7,8 +7,7 @@ class matching.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +38,6 @@ class Classifier(nn.Module):
 class _BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        self.residual_gradient = 1.0  # backward scale of the residual branch (skip_gradient)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
@@ -54,25 +52,7 @@ class _BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual_gradient != 1.0:  # same value, smaller gradient through this branch
-            out = out * self.residual_gradient + (out * (1 - self.residual_gradient)).detach()
         return torch.relu(out + self.shortcut(x))
-
-
-@contextmanager
-def skip_gradient(model: nn.Module, scale: float) -> Iterator[None]:
-    """Backpropagate through the residual branches of ``model``'s basic blocks scaled by
-    ``scale``, so that gradients favour the skip connections: the skip gradient method (Wu et
-    al., ICLR 2020), whose perturbations transfer better to other architectures. Forward values
-    are unchanged."""
-    blocks = [module for module in model.modules() if isinstance(module, _BasicBlock)]
-    for block in blocks:
-        block.residual_gradient = scale
-    try:
-        yield
-    finally:
-        for block in blocks:
-            block.residual_gradient = 1.0
 
 
 def _resnet(stem_stride: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> nn.Module:
