@@ -20,6 +20,7 @@ from unlearn_cli.pipeline import checkpoint, write
 from unlearn_cli.pipeline import plan as planning
 from unlearn_cli.pipeline.events import Notice, PhotoFailed, RoundFinished
 from unlearn_cli.pipeline.run import protect
+from unlearn_cli.runtime.devices import compute_signature
 
 from .conftest import FAST_OPTIONS, pattern_image
 
@@ -164,6 +165,15 @@ def test_outputs_made_on_another_kind_of_cpu_are_protected_again(
         "(the noise depends on it)"
     )
     assert {(p["action"], p["reason"]) for p in plan.manifest["photos"]} == {("redo", reason)}
+
+
+def test_the_compute_of_a_gpu_run_names_the_gpu_model(monkeypatch) -> None:
+    """GPU kernels pick their own summation orders, so outputs made on one GPU model are not
+    taken as made on another."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "GPU MODEL A")
+    assert compute_signature(torch.device("cuda:0")) == "cuda GPU MODEL A"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "GPU MODEL B")
+    assert compute_signature(torch.device("cuda:0")) == "cuda GPU MODEL B"
 
 
 def test_a_cache_filled_with_another_thread_count_changes_no_byte(

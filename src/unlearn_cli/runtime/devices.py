@@ -31,8 +31,10 @@ def compute_signature(device: torch.device) -> str:
     per-thread parts; the same run limited to AVX2 on an AVX-512 machine changed 80% of the
     written pixels). It is part of every cache key of computed results and of a run's key, so a
     run on another kind of CPU or with another count never reuses, resumes or mixes their
-    results."""
+    results. On a GPU it names the model, whose kernels choose their own summation orders."""
     if device.type == "cpu":
         isa = torch.backends.cpu.get_cpu_capability()
         return f"cpu {isa}, {torch.get_num_threads()} thread(s)"
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
     return device.type
