@@ -65,6 +65,7 @@ from unlearn_cli.io.inputs import collect_inputs
 from unlearn_cli.pipeline.run import protect as run_protect
 from unlearn_cli.report.budget import measure_budget
 from unlearn_cli.runtime.cache import cache_key
+from unlearn_cli.runtime.devices import compute_signature, resolve_device
 from unlearn_cli.verify.adaptive import DLIB_RESOLUTION
 from unlearn_cli.verify.countermeasures import Countermeasure, attack_settings_for, sanitise
 from unlearn_cli.verify.visuals import amplified_noise
@@ -359,7 +360,20 @@ def protected_rgbs(
             compute=np.array(manifest["compute"]),  # device, instruction set, threads, as recorded
         )
     with np.load(path) as data:
+        refuse_other_compute(path, str(data["compute"]) if "compute" in data else "not recorded")
         return list(data["rgbs"]), float(data["seconds"])
+
+
+def refuse_other_compute(path: Path, recorded: str) -> None:
+    """Stop on a cached protection made on other compute (another kind of CPU, another thread
+    count, a GPU): the photos would be another draw than a protection run now, and a candidate
+    must be compared with the default's draw made on the same compute."""
+    now = compute_signature(resolve_device("auto"))
+    if recorded != now:
+        raise SystemExit(
+            f"{path}: protected on {recorded!r}, this run computes on {now!r}; "
+            "delete the file to protect again, or run with the --threads it was made with"
+        )
 
 
 def scraped_user_photos(
