@@ -330,7 +330,6 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
         "mom05": ProtectConfig(momentum=0.5),  # MI-FGSM steps (Dong et al., CVPR 2018)
-        "ghost22": ProtectConfig(ghost_spread=0.22),  # ghost networks (Li et al., AAAI 2020)
         "rerun": ProtectConfig(),  # the default protected again, beside a candidate's run
     }
     return {"clean": None} | {

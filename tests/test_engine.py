@@ -22,7 +22,7 @@ from unlearn_cli.engine import (
     random_affine,
 )
 from unlearn_cli.engine.minmin import balanced_pool
-from unlearn_cli.engine.models import MODELS, ghost_networks
+from unlearn_cli.engine.models import MODELS
 from unlearn_cli.engine.training import adversarial_examples
 from unlearn_cli.io.images import Photo, apply_noise
 
@@ -343,15 +343,3 @@ def test_consensus_pulls_a_class_noise_towards_one_direction() -> None:
     assert alignment[0.0] < alignment[0.5] < alignment[1.0]
     with pytest.raises(ValueError, match="consensus"):
         MinMinSettings(consensus=1.5)
-
-
-def test_ghost_networks_perturb_the_forward_pass_and_restore_the_model() -> None:
-    model = create_model("resnet_small", 3, seed=0).eval()
-    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    before = model(images)
-    with ghost_networks(model, 0.22, torch.Generator().manual_seed(0)):
-        first, second = model(images), model(images)
-    assert not torch.allclose(first, before) and not torch.allclose(first, second)
-    assert torch.equal(model(images), before)
-    with ghost_networks(model, 0.0, torch.Generator()):
-        assert torch.equal(model(images), before)

@@ -55,7 +55,6 @@ class ProtectConfig:
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
     consensus: float = 0.5  # pull of a class's mean gradient on each noise step (0: none)
     momentum: float = 0.0  # decay of the noise steps' accumulated direction (0: none; library)
-    ghost_spread: float = 0.0  # random scale of the surrogate's skips, noise steps (library)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -105,8 +104,6 @@ class ProtectConfig:
             problems.append("--min-face-size must be >= 1 and --face-confidence in (0, 1)")
         if self.momentum < 0:
             problems.append(f"momentum must be >= 0, got {self.momentum}")
-        if not 0 <= self.ghost_spread < 1:
-            problems.append(f"ghost_spread must be in [0, 1), got {self.ghost_spread}")
         if not 0 <= self.consensus <= 1:
             problems.append(f"--consensus must be between 0 and 1, got {self.consensus}")
         if self.threads is not None and self.threads < 1:
@@ -149,7 +146,6 @@ class ProtectConfig:
             gray=self.gray,
             consensus=self.consensus,
             momentum=self.momentum,
-            ghost_spread=self.ghost_spread,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -177,8 +173,6 @@ class ProtectConfig:
             del values["consensus"]
         if not self.momentum:
             del values["momentum"]
-        if not self.ghost_spread:
-            del values["ghost_spread"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

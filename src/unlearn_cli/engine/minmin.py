@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import AugmentSettings, random_augment
-from .models import ghost_networks
 from .training import (
     TrainSettings,
     adversarial_examples,
@@ -73,7 +72,6 @@ class MinMinSettings:
     gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
     consensus: float = 0.0  # weight of the class's mean gradient in every sample's noise step
     momentum: float = 0.0  # decay of the accumulated step direction within a round; 0: none
-    ghost_spread: float = 0.0  # random scale of the surrogate's skips in noise steps; 0: none
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -91,8 +89,6 @@ class MinMinSettings:
             raise ValueError(f"consensus must be in [0, 1], got {self.consensus}")
         if self.momentum < 0:
             raise ValueError(f"momentum must be >= 0, got {self.momentum}")
-        if not 0 <= self.ghost_spread < 1:
-            raise ValueError(f"ghost_spread must be in [0, 1), got {self.ghost_spread}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -330,47 +326,46 @@ class ErrorMinimizingNoise:
             parameter.requires_grad_(False)
         direction = torch.zeros_like(protected)
         try:
-            with ghost_networks(self.model, s.ghost_spread, generator):
-                for _ in range(s.steps):
-                    updates = []
-                    for index in torch.arange(len(protected), device=self.device).split(s.chunk):
-                        images = protected[index]
-                        targets = labels[index]
-                        noise = result.of(index, labels).clone().requires_grad_()
-                        inputs = (images + noise).clamp(0, 1)
-                        if s.augment is not None:
-                            inputs = random_augment(inputs, generator, s.augment)
-                        if s.adversarial_eps > 0:
-                            worst = adversarial_examples(
-                                self.model,
-                                inputs.detach(),
-                                targets,
-                                s.adversarial_eps,
-                                s.adversarial_steps,
-                                generator,
-                                s.mixed_precision,
-                            )
-                            inputs = inputs + (worst - inputs.detach())
-                        with autocast(self.device, s.mixed_precision):
-                            logits = self.model(self._layout(inputs))
-                        loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-                        (gradient,) = torch.autograd.grad(loss, noise)
-                        if s.gray:
-                            gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
-                        updates.append(gradient)
-                    gradient = self._with_consensus(torch.cat(updates), labels)
-                    if s.momentum > 0:
-                        direction = s.momentum * direction + unit_scale(gradient)
-                        gradient = direction
-                    step = -s.step_size * gradient.sign()
-                    if s.form is NoiseForm.CLASS:
-                        sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
-                        counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
-                        result.noise = (result.noise + sums / counts.view(-1, 1, 1, 1)).clamp(
-                            -s.eps, s.eps
+            for _ in range(s.steps):
+                updates = []
+                for index in torch.arange(len(protected), device=self.device).split(s.chunk):
+                    images = protected[index]
+                    targets = labels[index]
+                    noise = result.of(index, labels).clone().requires_grad_()
+                    inputs = (images + noise).clamp(0, 1)
+                    if s.augment is not None:
+                        inputs = random_augment(inputs, generator, s.augment)
+                    if s.adversarial_eps > 0:
+                        worst = adversarial_examples(
+                            self.model,
+                            inputs.detach(),
+                            targets,
+                            s.adversarial_eps,
+                            s.adversarial_steps,
+                            generator,
+                            s.mixed_precision,
                         )
-                    else:
-                        result.noise = project(result.noise + step, protected, s.eps, s.gray)
+                        inputs = inputs + (worst - inputs.detach())
+                    with autocast(self.device, s.mixed_precision):
+                        logits = self.model(self._layout(inputs))
+                    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+                    (gradient,) = torch.autograd.grad(loss, noise)
+                    if s.gray:
+                        gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
+                    updates.append(gradient)
+                gradient = self._with_consensus(torch.cat(updates), labels)
+                if s.momentum > 0:
+                    direction = s.momentum * direction + unit_scale(gradient)
+                    gradient = direction
+                step = -s.step_size * gradient.sign()
+                if s.form is NoiseForm.CLASS:
+                    sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
+                    counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
+                    result.noise = (result.noise + sums / counts.view(-1, 1, 1, 1)).clamp(
+                        -s.eps, s.eps
+                    )
+                else:
+                    result.noise = project(result.noise + step, protected, s.eps, s.gray)
         finally:
             for parameter in self.model.parameters():
                 parameter.requires_grad_(True)

@@ -7,8 +7,7 @@ class matching.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +38,6 @@ class Classifier(nn.Module):
 class _BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
-        self.erosion: tuple[float, torch.Generator] | None = None  # see ghost_networks
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
@@ -54,28 +52,7 @@ class _BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        skip = self.shortcut(x)
-        if self.erosion is not None:
-            spread, generator = self.erosion
-            draw = torch.rand(len(x), 1, 1, 1, generator=generator).to(x.device)
-            skip = skip * (1 + spread * (2 * draw - 1))
-        return torch.relu(out + skip)
-
-
-@contextmanager
-def ghost_networks(model: nn.Module, spread: float, generator: torch.Generator) -> Iterator[None]:
-    """Scale every skip connection of ``model``'s basic blocks by a random factor in
-    [1 - spread, 1 + spread], drawn per image and forward pass: each pass is another "ghost" of
-    the surrogate, a free ensemble whose perturbations transfer better to other architectures
-    (skip-connection erosion, Li et al., AAAI 2020)."""
-    blocks = [module for module in model.modules() if isinstance(module, _BasicBlock)]
-    for block in blocks:
-        block.erosion = (spread, generator) if spread > 0 else None
-    try:
-        yield
-    finally:
-        for block in blocks:
-            block.erosion = None
+        return torch.relu(out + self.shortcut(x))
 
 
 def _resnet(stem_stride: int, widths: tuple[int, ...], blocks: tuple[int, ...]) -> nn.Module:
