@@ -329,7 +329,6 @@ def robust_datasets() -> dict[str, ProtectConfig | None]:
         "gray": ProtectConfig(gray=True),
         "gray16": ProtectConfig(eps=16, gray=True),
         "cons0": ProtectConfig(consensus=0.0),  # the default before consensus 0.5
-        "mom05": ProtectConfig(momentum=0.5),  # MI-FGSM steps (Dong et al., CVPR 2018)
         "rerun": ProtectConfig(),  # the default protected again, beside a candidate's run
     }
     return {"clean": None} | {

@@ -54,7 +54,6 @@ class ProtectConfig:
     rem_steps: int = 2  # PGD steps of that perturbation (library only)
     gray: bool = False  # the same noise on red, green and blue, which grayscale keeps
     consensus: float = 0.5  # pull of a class's mean gradient on each noise step (0: none)
-    momentum: float = 0.0  # decay of the noise steps' accumulated direction (0: none; library)
     surrogate_model: str = "resnet_small"
     warmup_epochs: int = 10
     match_k: int = 10
@@ -102,8 +101,6 @@ class ProtectConfig:
             problems.append("--require-faces and --main-face-only need face detection (--faces)")
         if self.min_face_size < 1 or not 0 < self.face_confidence < 1:
             problems.append("--min-face-size must be >= 1 and --face-confidence in (0, 1)")
-        if self.momentum < 0:
-            problems.append(f"momentum must be >= 0, got {self.momentum}")
         if not 0 <= self.consensus <= 1:
             problems.append(f"--consensus must be between 0 and 1, got {self.consensus}")
         if self.threads is not None and self.threads < 1:
@@ -145,7 +142,6 @@ class ProtectConfig:
             adversarial_steps=self.rem_steps,
             gray=self.gray,
             consensus=self.consensus,
-            momentum=self.momentum,
         )
 
     def augment_settings(self) -> AugmentSettings | None:
@@ -171,8 +167,6 @@ class ProtectConfig:
             del values["gray"]
         if not self.consensus:
             del values["consensus"]
-        if not self.momentum:
-            del values["momentum"]
         values["step_size"] = self.effective_step_size
         values["min_rounds"] = self.effective_min_rounds
         degrade = {**values["degrade"], "jpeg_quality": list(self.degrade.jpeg_quality)}

@@ -71,7 +71,6 @@ class MinMinSettings:
     adversarial_steps: int = 2
     gray: bool = False  # one step for red, green and blue alike: noise that grayscale keeps
     consensus: float = 0.0  # weight of the class's mean gradient in every sample's noise step
-    momentum: float = 0.0  # decay of the accumulated step direction within a round; 0: none
     chunk: int = 128  # images per forward/backward pass of the noise steps
     channels_last: bool = True  # NHWC convolutions: measured faster on CPU (benchmarks/speed.py)
     mixed_precision: bool = False  # bf16 forward passes (``training.autocast``); see for_device
@@ -87,8 +86,6 @@ class MinMinSettings:
             raise ValueError("adversarial_eps must be >= 0 and adversarial_steps >= 1")
         if not 0 <= self.consensus <= 1:
             raise ValueError(f"consensus must be in [0, 1], got {self.consensus}")
-        if self.momentum < 0:
-            raise ValueError(f"momentum must be >= 0, got {self.momentum}")
 
     def for_device(self, device: torch.device) -> MinMinSettings:
         """How to run these settings fast on ``device``: on a GPU, noise steps over 1,024 images
@@ -138,11 +135,6 @@ def project(
     if gray:
         return noise.clamp((-images).amax(1, keepdim=True), (1 - images).amin(1, keepdim=True))
     return (images + noise).clamp(0, 1) - images
-
-
-def unit_scale(gradient: torch.Tensor) -> torch.Tensor:
-    """Each image's gradient scaled to a mean magnitude of 1, so that no image dominates a sum."""
-    return gradient / gradient.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def balanced_pool(protected_labels: torch.Tensor, other_labels: torch.Tensor) -> torch.Tensor:
@@ -324,7 +316,6 @@ class ErrorMinimizingNoise:
         self.model.eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
-        direction = torch.zeros_like(protected)
         try:
             for _ in range(s.steps):
                 updates = []
@@ -353,11 +344,7 @@ class ErrorMinimizingNoise:
                     if s.gray:
                         gradient = gradient.sum(1, keepdim=True).expand_as(gradient)
                     updates.append(gradient)
-                gradient = self._with_consensus(torch.cat(updates), labels)
-                if s.momentum > 0:
-                    direction = s.momentum * direction + unit_scale(gradient)
-                    gradient = direction
-                step = -s.step_size * gradient.sign()
+                step = -s.step_size * self._with_consensus(torch.cat(updates), labels).sign()
                 if s.form is NoiseForm.CLASS:
                     sums = torch.zeros_like(result.noise).index_add_(0, labels, step)
                     counts = torch.bincount(labels, minlength=len(result.noise)).clamp(min=1)
@@ -378,7 +365,7 @@ class ErrorMinimizingNoise:
         weight = self.settings.consensus
         if weight == 0 or self.settings.form is NoiseForm.CLASS:
             return gradient
-        unit = unit_scale(gradient)
+        unit = gradient / gradient.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
         classes = int(labels.max()) + 1
         sums = torch.zeros(classes, *unit.shape[1:], device=unit.device).index_add_(0, labels, unit)
         counts = torch.bincount(labels, minlength=classes).clamp(min=1).view(-1, 1, 1, 1)
